@@ -1,0 +1,59 @@
+"""A fast, programmable, OpenAI-compatible AI gateway."""
+
+from .app import Gateway, Limits
+from .context import RequestContext
+from .errors import (
+    AuthenticationError,
+    ClientError,
+    GatewayError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from .hooks import Hooks
+from .http import Request, Response, StreamingResponse
+from .providers import Provider, UpstreamRequest, UpstreamResponse
+from .providers.mock import MockProvider
+from .providers.openai import OpenAIProvider
+from .registry import ModelRegistry, Route
+from .sse import SSEEvent
+
+__all__ = [
+    "AuthenticationError",
+    "ClientError",
+    "Gateway",
+    "GatewayError",
+    "Hooks",
+    "InvalidRequestError",
+    "Limits",
+    "MockProvider",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "NotFoundError",
+    "OpenAIProvider",
+    "PermissionDeniedError",
+    "Provider",
+    "RateLimitError",
+    "Request",
+    "RequestContext",
+    "RequestTooLargeError",
+    "Response",
+    "Route",
+    "SSEEvent",
+    "StreamingResponse",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "UpstreamStatusError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+]

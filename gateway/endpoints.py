@@ -1,0 +1,114 @@
+"""The OpenAI endpoints the gateway reads, and the few fields it reads of each.
+
+Routing needs ``model`` and ``stream``; validation needs the required fields to be
+there with the right JSON type. Each endpoint decodes exactly that much with a small
+Struct — nested values are skipped, not built — and names its typed views for hooks.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from . import types
+from .errors import InvalidRequestError
+
+
+class ChatFields(msgspec.Struct):
+    model: str
+    messages: list[msgspec.Raw]
+    stream: bool | None = None
+
+
+class CompletionFields(msgspec.Struct):
+    model: str
+    prompt: msgspec.Raw
+    stream: bool | None = None
+
+
+class EmbeddingFields(msgspec.Struct):
+    model: str
+    input: msgspec.Raw
+
+
+class AnyFields(msgspec.Struct):
+    """Any other JSON body: a model, when there is one, picks the provider."""
+
+    model: str | None = None
+    stream: bool | None = None
+
+
+Fields = ChatFields | CompletionFields | EmbeddingFields | AnyFields
+
+
+class Endpoint:
+    """One kind of request: how to read its routing fields and which types hooks get."""
+
+    __slots__ = ("_decode", "chunk_type", "name", "request_type", "response_type")
+
+    def __init__(
+        self,
+        name: str,
+        fields: type[msgspec.Struct],
+        request_type: type[msgspec.Struct] | None = None,
+        response_type: type[msgspec.Struct] | None = None,
+        chunk_type: type[msgspec.Struct] | None = None,
+    ) -> None:
+        self.name = name
+        self._decode = msgspec.json.Decoder(fields).decode
+        self.request_type = request_type
+        self.response_type = response_type
+        self.chunk_type = chunk_type
+
+    def parse(self, body: bytes) -> Fields:
+        """The routing fields of a JSON body, or an ``InvalidRequestError`` naming the param."""
+        try:
+            return self._decode(body)
+        except msgspec.ValidationError as exc:
+            raise _invalid(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
+        except RecursionError:
+            raise InvalidRequestError("The request body is nested too deeply.") from None
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.name}>"
+
+
+CHAT = Endpoint(
+    "chat.completions",
+    ChatFields,
+    types.ChatCompletionRequest,
+    types.ChatCompletion,
+    types.ChatCompletionChunk,
+)
+COMPLETIONS = Endpoint(
+    "completions", CompletionFields, types.CompletionRequest, types.Completion, types.Completion
+)
+EMBEDDINGS = Endpoint("embeddings", EmbeddingFields, types.EmbeddingRequest, types.EmbeddingList)
+PASSTHROUGH = Endpoint("passthrough", AnyFields)
+
+
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_AT = re.compile(r"^(.*) - at `\$\.?([^`]*)`$")
+_WHOLE = re.compile(r"^Expected `object`, got `(\w+)`$")
+
+
+def _invalid(message: str) -> InvalidRequestError:
+    """msgspec's validation message, said the OpenAI way and naming the top-level param."""
+    if match := _MISSING.search(message):
+        param = match.group(1)
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+    if match := _AT.match(message):
+        problem, path = match.groups()
+        param = re.split(r"[.\[]", path, maxsplit=1)[0] or None
+        if param is not None and path != param:
+            # A nested field is missing or wrong: name the top-level param, keep the path.
+            return InvalidRequestError(f"Invalid '{path}': {problem}.", param=param)
+        return InvalidRequestError(f"Invalid type for '{param}': {problem}.", param=param)
+    if match := _WHOLE.match(message):
+        return InvalidRequestError(
+            f"The request body must be a JSON object, not {match.group(1)}.", param=None
+        )
+    return InvalidRequestError(f"Invalid request body: {message}.")

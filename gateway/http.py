@@ -1,0 +1,198 @@
+"""What passes between a server adapter and the core: requests and responses as bytes.
+
+Adapters build a ``Request`` from their server's request and send back the ``Response``
+or ``StreamingResponse`` the core returns. Nothing here knows which server is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
+
+import msgspec
+
+from .errors import GatewayError, UpstreamStatusError
+from .payload import JSONMessage
+from .sse import aclose
+
+HeaderList = list[tuple[str, str]]
+
+
+class Headers(Protocol):
+    """The little the core needs of a server's header object (lower-case names)."""
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+class Request:
+    """An incoming request as the server received it; nothing parsed yet."""
+
+    __slots__ = ("body", "headers", "method", "path", "query")
+
+    def __init__(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path}>"
+
+
+class Response(JSONMessage):
+    """A complete response. Hooks may edit ``status``, ``headers``, ``body`` or ``json``."""
+
+    __slots__ = ("headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: HeaderList,
+        body: bytes,
+        json_type: type[msgspec.Struct] | None = None,
+    ) -> None:
+        super().__init__(body, json_type)
+        self.status = status
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        return header_value(self.headers, name)
+
+    def copy(self) -> Response:
+        """A response of its own, for each request a hook answers from a shared one."""
+        return Response(self.status, list(self.headers), self.body, self.json_type)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+class StreamingResponse:
+    """A response whose body is written to the client chunk by chunk, as it arrives.
+
+    An adapter writes what ``iterate()`` yields, in order. When the stream breaks,
+    ``iterate()`` yields the core's last words for the client (an SSE error event) and
+    stops; it lets go of the upstream however it ends.
+    """
+
+    __slots__ = ("_on_error", "chunks", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: HeaderList,
+        chunks: AsyncIterator[bytes],
+        on_error: Callable[[Exception], Awaitable[bytes | None]] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.chunks = chunks
+        self._on_error = on_error
+
+    async def fail(self, error: Exception) -> bytes | None:
+        return None if self._on_error is None else await self._on_error(error)
+
+    async def aclose(self) -> None:
+        await aclose(self.chunks)
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        """Every chunk as it arrives — for servers that pull from an iterator."""
+        next_chunk = self.chunks.__anext__
+        try:
+            while True:
+                try:
+                    chunk = await next_chunk()
+                except StopAsyncIteration:
+                    return
+                except Exception as error:
+                    # The stream broke upstream or in a hook (errors in writing to the
+                    # client surface in the adapter, not here): send the last words.
+                    if tail := await self.fail(error):
+                        yield tail
+                    return
+                yield chunk
+        finally:
+            await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<StreamingResponse {self.status}>"
+
+
+def header_value(headers: HeaderList, name: str) -> str | None:
+    """The first value of a header in a header list, by case-insensitive name."""
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+JSON_HEADERS: HeaderList = [("content-type", "application/json")]
+
+
+def json_response(status: int, body: bytes, headers: HeaderList | None = None) -> Response:
+    return Response(status, JSON_HEADERS + headers if headers else list(JSON_HEADERS), body)
+
+
+# Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those the
+# server or the HTTP client computes again for the next hop.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+# Never forwarded upstream: the client's credentials (the provider sets its own), the
+# client's account headers that would not match the provider's key, cookies, and the
+# encodings (the gateway asks for identity so it can read what it forwards).
+REQUEST_HEADERS_DROPPED = _HOP_BY_HOP | {
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "accept-encoding",
+}
+
+# Never passed back to the client: the upstream's cookies, and what the gateway's own
+# server writes itself (a second Date or Server header would be a duplicate).
+RESPONSE_HEADERS_DROPPED = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
+
+
+def filter_headers(items: Iterable[tuple[str, str]], dropped: frozenset[str]) -> HeaderList:
+    """The headers whose lower-case names are not in ``dropped``, nor named by Connection."""
+    kept: HeaderList = []
+    connection = None
+    for key, value in items:
+        name = key.lower()
+        if name in dropped:
+            if name == "connection":
+                connection = value
+            continue
+        kept.append((key, value))
+    if connection is not None:
+        named = {token.strip().lower() for token in connection.split(",")} - {"keep-alive", "close"}
+        if named:
+            kept = [(k, v) for k, v in kept if k.lower() not in named]
+    return kept
+
+
+def error_response(error: GatewayError) -> Response:
+    """The response for an error: OpenAI error JSON, or the upstream's own error as sent."""
+    if isinstance(error, UpstreamStatusError):
+        return Response(error.status, list(error.headers), error.body())
+    return json_response(error.status, error.body(), error.headers)

@@ -1,0 +1,88 @@
+"""Providers: where requests go. One interface, any number of implementations.
+
+A provider turns an ``UpstreamRequest`` (method, path below ``/v1``, query, headers,
+body bytes) into an ``UpstreamResponse`` (status, headers, and a body to read whole or
+to iterate). It raises ``UpstreamUnavailableError`` when it cannot reach its upstream
+and ``UpstreamProtocolError`` when the answer is broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+from ..payload import JSONMessage
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ..context import RequestContext
+    from ..http import HeaderList
+
+
+class UpstreamRequest(JSONMessage):
+    """A request for a provider: ``path`` is relative to the API root (``/chat/completions``).
+
+    ``before_request`` hooks get this object and may edit any part of it: the body (as
+    bytes, through ``json``, or through the ``typed()`` view), the headers, the query.
+    """
+
+    __slots__ = ("headers", "method", "path", "query")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: HeaderList,
+        body: bytes,
+        json_type: type[msgspec.Struct] | None = None,
+    ) -> None:
+        super().__init__(body, json_type)
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"<UpstreamRequest {self.method} {self.path}>"
+
+
+class UpstreamResponse(Protocol):
+    """A provider's answer once its status and headers have arrived."""
+
+    status: int
+    headers: HeaderList  # ready to pass to the client: no hop-by-hop headers
+
+    @property
+    def content_type(self) -> str: ...
+
+    async def read(self) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Provider:
+    """Base class of providers. ``start``/``stop`` run once per worker, on its event loop."""
+
+    name: str = "provider"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        """Called at worker start-up with the worker's pooled HTTP session."""
+
+    async def stop(self) -> None:
+        """Called at worker shutdown."""
+
+    async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the start-up log; never includes a secret."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,223 @@
+"""A built-in, in-process mock of an OpenAI-compatible API.
+
+It answers deterministically — the same request always gets the same answer — so that
+``make run`` works with nothing configured and examples give reproducible output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import struct
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..http import HeaderList
+from . import Provider, UpstreamRequest
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+
+MOCK_MODELS = ("mock-gpt", "mock-embedding")
+_CREATED = 1_700_000_000
+_encode = msgspec.json.Encoder().encode
+_JSON: HeaderList = [("content-type", "application/json")]
+_SSE: HeaderList = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+class MockResponse:
+    """A prepared answer, whole or as a list of chunks."""
+
+    __slots__ = ("_body", "_chunks", "_delay", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: HeaderList,
+        body: bytes = b"",
+        chunks: list[bytes] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+        self._chunks = chunks
+        self._delay = delay
+
+    @property
+    def content_type(self) -> str:
+        return self.headers[0][1]
+
+    async def read(self) -> bytes:
+        return self._body if self._chunks is None else b"".join(self._chunks)
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks if self._chunks is not None else [self._body]:
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+def _error(status: int, message: str, param: str | None = None) -> MockResponse:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return MockResponse(status, _JSON, _encode({"error": error}))
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _reply_words(prompt: str) -> list[str]:
+    prompt = " ".join(prompt.split())
+    quoted = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    return f"This is a mock response to: {quoted}".split(" ")
+
+
+def _embedding(text: str, dimensions: int) -> list[float]:
+    """A unit vector derived from the text's hash: equal texts, equal vectors."""
+    values: list[float] = []
+    seed = text.encode()
+    counter = 0
+    while len(values) < dimensions:
+        digest = hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        values.extend(v / 2**31 for v in struct.unpack(">8i", digest))
+        counter += 1
+    values = values[:dimensions]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+class MockProvider(Provider):
+    """Answers chat, completions (plain and streamed), embeddings and the model list."""
+
+    def __init__(self, name: str = "mock", *, chunk_delay: float = 0.0) -> None:
+        self.name = name
+        self.chunk_delay = chunk_delay
+
+    def describe(self) -> str:
+        return f"{self.name} (built-in mock, deterministic answers)"
+
+    async def send(self, ctx: RequestContext, request: UpstreamRequest) -> MockResponse:
+        path = request.path
+        if request.method == "GET" and path == "/models":
+            data = [
+                {"id": m, "object": "model", "created": _CREATED, "owned_by": "mock"}
+                for m in MOCK_MODELS
+            ]
+            return MockResponse(200, _JSON, _encode({"object": "list", "data": data}))
+        if request.method != "POST" or path not in (
+            "/chat/completions",
+            "/completions",
+            "/embeddings",
+        ):
+            return _error(404, f"The mock provider does not serve {request.method} /v1{path}.")
+        try:
+            body = msgspec.json.decode(request.body)
+        except msgspec.DecodeError:
+            return _error(400, "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object.")
+        model = str(body.get("model", "mock-gpt"))
+        if path == "/embeddings":
+            return self._embeddings(model, body)
+        prompt = (
+            _last_user_text(body.get("messages") or [])
+            if path == "/chat/completions"
+            else str(body.get("prompt", ""))
+        )
+        words = _reply_words(prompt)
+        ident = "mock-" + hashlib.sha256(request.body).hexdigest()[:24]
+        usage = {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": len(words),
+            "total_tokens": len(prompt.split()) + len(words),
+        }
+        chat = path == "/chat/completions"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return self._stream(ident, model, words, usage if include_usage else None, chat)
+        if chat:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": " ".join(words), "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+            kind = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": " ".join(words),
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+            kind = "text_completion"
+        answer = {
+            "id": ident,
+            "object": kind,
+            "created": _CREATED,
+            "model": model,
+            "choices": [choice],
+        }
+        answer["usage"] = usage
+        return MockResponse(200, _JSON, _encode(answer))
+
+    def _stream(
+        self, ident: str, model: str, words: list[str], usage: dict[str, int] | None, chat: bool
+    ) -> MockResponse:
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        base = {"id": ident, "object": kind, "created": _CREATED, "model": model}
+
+        def event(choice: dict[str, Any] | None, **extra: Any) -> bytes:
+            payload = {**base, "choices": [choice] if choice else [], **extra}
+            return b"data: " + _encode(payload) + b"\n\n"
+
+        def delta(
+            text: str | None, finish: str | None = None, role: bool = False
+        ) -> dict[str, Any]:
+            if not chat:
+                return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            content: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if text is not None:
+                content["content"] = text
+            return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
+
+        chunks = [event(delta(None, role=True))] if chat else []
+        chunks += [event(delta(w if i == 0 else " " + w)) for i, w in enumerate(words)]
+        chunks.append(event(delta(None, "stop")))
+        if usage is not None:
+            chunks.append(event(None, usage=usage))
+        chunks.append(b"data: [DONE]\n\n")
+        return MockResponse(200, _SSE, chunks=chunks, delay=self.chunk_delay)
+
+    def _embeddings(self, model: str, body: dict[str, Any]) -> MockResponse:
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return _error(400, "'input' must be a string or a non-empty array.", "input")
+        dimensions = body.get("dimensions", 16)
+        if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+            return _error(400, "'dimensions' must be an integer from 1 to 4096.", "dimensions")
+        data = [
+            {"object": "embedding", "index": i, "embedding": _embedding(str(text), dimensions)}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = sum(len(str(text).split()) for text in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return MockResponse(
+            200, _JSON, _encode({"object": "list", "data": data, "model": model, "usage": usage})
+        )

@@ -1,0 +1,128 @@
+"""The OpenAI-compatible HTTP provider: OpenAI itself, Azure-style proxies, vLLM, Ollama…"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+
+import aiohttp
+from yarl import URL
+
+from ..errors import UpstreamProtocolError, UpstreamUnavailableError
+from ..http import RESPONSE_HEADERS_DROPPED, HeaderList, filter_headers
+from . import Provider, UpstreamRequest
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Paths every request of a kind shares: their URLs are built once, not per request.
+_COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
+
+
+class HTTPUpstreamResponse:
+    """An aiohttp response seen through the provider interface."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = filter_headers(response.headers.items(), RESPONSE_HEADERS_DROPPED)
+
+    @property
+    def content_type(self) -> str:
+        return self._response.headers.get("Content-Type", "")
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientError, ValueError) as exc:
+            self._response.close()
+            raise UpstreamProtocolError(f"upstream response broke off: {exc}") from exc
+        finally:
+            self._response.release()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        response = self._response
+        try:
+            async for chunk in response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+        finally:
+            # Closing (not releasing) an unfinished response drops the connection, which
+            # is how the upstream learns that nobody is listening any more.
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class OpenAIProvider(Provider):
+    """Any OpenAI-compatible HTTP API at ``base_url`` (which includes ``/v1``)."""
+
+    def __init__(
+        self,
+        name: str = "openai",
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._base = URL(self.base_url)
+        if self._base.scheme not in ("http", "https") or not self._base.host:
+            raise ValueError(
+                f"provider {name!r}: base_url must be an http(s) URL, got {base_url!r}"
+            )
+        self._headers: HeaderList = [("accept-encoding", "identity")]
+        self._headers += list((headers or {}).items())
+        if api_key:
+            self._headers.append(("authorization", f"Bearer {api_key}"))
+        self._urls = {path: self._build_url(path, "") for path in _COMMON_PATHS}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def stop(self) -> None:
+        self._session = None
+
+    def describe(self) -> str:
+        return f"{self.name} -> {self.base_url}"
+
+    def _build_url(self, path: str, query: str) -> URL:
+        # The path was validated by the router; it is appended, never resolved, so
+        # nothing in a request can point the gateway at another host.
+        return URL(
+            f"{self.base_url}{path}?{query}" if query else self.base_url + path, encoded=True
+        )
+
+    async def send(self, ctx: RequestContext, request: UpstreamRequest) -> HTTPUpstreamResponse:
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"provider {self.name!r} used before the gateway started")
+        url = None if request.query else self._urls.get(request.path)
+        if url is None:
+            url = self._build_url(request.path, request.query)
+        try:
+            response = await session.request(
+                request.method,
+                url,
+                data=request.body or None,
+                headers=request.headers + self._headers,
+                allow_redirects=False,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailableError(
+                f"upstream '{self.name}' is unreachable: {exc.os_error.strerror or exc}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamProtocolError(f"upstream '{self.name}' failed: {exc}") from exc
+        return HTTPUpstreamResponse(response)
