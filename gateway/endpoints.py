@@ -30,6 +30,7 @@ class CompletionFields(msgspec.Struct):
 class EmbeddingFields(msgspec.Struct):
     model: str
     input: msgspec.Raw
+    stream: bool | None = None  # not an embeddings option; read so every endpoint has it
 
 
 class AnyFields(msgspec.Struct):

@@ -7,7 +7,8 @@ so unknown fields, number spellings (``0.70``, ``1e-5``), escapes and key order 
 
 Typed views (``typed(ChatCompletionRequest)``) are decoded once, on first use. Changes
 made to a typed view are written back field by field: only top-level fields whose value
-differs from a fresh decode are re-encoded.
+differs from a fresh decode are re-encoded, and within those, keys the Structs do not
+know (a vendor's extra field inside a message) are merged back from the original.
 """
 
 from __future__ import annotations
@@ -103,15 +104,46 @@ class JSONBody:
             fields = self.fields
             for field in msgspec.structs.fields(type_):
                 value = getattr(view, field.name)
-                if value == getattr(snapshot, field.name):
+                before = getattr(snapshot, field.name)
+                if value == before:
                     continue
                 if value is UNSET:
                     fields.pop(field.encode_name, None)
                 else:
-                    fields[field.encode_name] = msgspec.Raw(_encode(value))
+                    original = fields.get(field.encode_name)
+                    new = msgspec.to_builtins(value)
+                    if original is not None:
+                        new = _merge(_decode(original), msgspec.to_builtins(before), new)
+                    fields[field.encode_name] = msgspec.Raw(_encode(new))
                 self._changed = True
             # Other views no longer match the body; this one keeps tracking its edits.
             self._views = views = {type_: (view, msgspec.json.decode(_encode(view), type=type_))}
+
+
+def _merge(original: Any, before: Any, after: Any) -> Any:
+    """``after``, plus whatever ``original`` held that the typed view never knew.
+
+    ``before`` is the view as decoded: a key in ``original`` but not in ``before`` is
+    unknown to the Struct and is kept; a key in ``before`` but not in ``after`` was
+    removed by the hook and stays removed.
+    """
+    if isinstance(original, dict) and isinstance(before, dict) and isinstance(after, dict):
+        merged = {}
+        for key, value in original.items():
+            if key in after:
+                merged[key] = _merge(value, before.get(key, _MISSING), after[key])
+            elif key not in before:
+                merged[key] = value
+        merged.update((k, v) for k, v in after.items() if k not in merged)
+        return merged
+    if (
+        isinstance(original, list)
+        and isinstance(before, list)
+        and isinstance(after, list)
+        and len(original) == len(before) == len(after)
+    ):
+        return [_merge(o, b, a) for o, b, a in zip(original, before, after, strict=True)]
+    return after
 
 
 class JSONMessage:

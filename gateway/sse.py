@@ -100,27 +100,26 @@ class SSEEvent:
 class EventSplitter:
     """Accumulates bytes and yields complete events (any of the three SSE line endings)."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._skip_lf = False  # the last chunk ended in CR: a leading LF completes a CRLF
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            # Normalise CRLF and CR to LF; a trailing CR may be the first half of a CRLF.
-            keep_cr = buffer.endswith(b"\r")
-            buffer = buffer[:-1] if keep_cr else buffer
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if keep_cr:
-                buffer += b"\r"
-        events = buffer.split(b"\n\n")
+        if self._skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._skip_lf = False
+        if b"\r" in chunk:
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events = (self._buffer + chunk if self._buffer else chunk).split(b"\n\n")
         self._buffer = events.pop()
         return [event for event in events if event]
 
     def flush(self) -> bytes | None:
         """What is left when the stream ends: an event missing its blank line, if any."""
-        rest, self._buffer = self._buffer.rstrip(b"\r\n"), b""
+        rest, self._buffer = self._buffer.rstrip(b"\n"), b""
         return rest or None
 
 
@@ -136,28 +135,40 @@ async def run_chunk_hooks(
     """
     handlers = hooks.handlers
 
-    async def through_hooks(events: list[bytes]) -> bytes:
+    async def through_hooks(events: list[bytes]) -> tuple[bytes, Exception | None]:
+        """The events that survive the hooks; on a hook's failure, those before it."""
         out = []
         for raw in events:
             event = SSEEvent(raw, json_type)
-            for fn, is_async in handlers:
-                result = fn(ctx, event)
-                if is_async:
-                    await result
-                if event.dropped:
-                    break
-            else:
-                out.append(event.raw + b"\n\n")
-        return b"".join(out)
+            try:
+                for fn, is_async in handlers:
+                    result = fn(ctx, event)
+                    if is_async:
+                        await result
+                    if event.dropped:
+                        break
+                else:
+                    out.append(event.raw + b"\n\n")
+            except Exception as failure:
+                return b"".join(out), failure
+        return b"".join(out), None
 
-    splitter = EventSplitter()
-    try:
+    async def batches() -> AsyncIterator[list[bytes]]:
+        """The whole events of each read, then any unterminated last event."""
+        splitter = EventSplitter()
         async for chunk in chunks:
-            if out := await through_hooks(splitter.feed(chunk)):
-                yield out
+            yield splitter.feed(chunk)
         rest = splitter.flush()
-        if rest is not None and (out := await through_hooks([rest])):
-            yield out
+        if rest is not None:
+            yield [rest]
+
+    try:
+        async for events in batches():
+            out, failure = await through_hooks(events)
+            if out:
+                yield out
+            if failure is not None:
+                raise failure
     finally:
         await aclose(chunks)
 
