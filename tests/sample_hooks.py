@@ -1,0 +1,36 @@
+"""Hooks the integration tests load by import path, as an operator would."""
+
+from __future__ import annotations
+
+from gateway import RequestContext, SSEEvent, UpstreamRequest
+
+HOOK_KEY = "hook-only-key"
+
+
+class AuthenticateAndRewrite:
+    """One object, two roles: it accepts its own key, and it edits every chat request."""
+
+    def authenticate(self, ctx: RequestContext, api_key: str | None) -> str | None:
+        return "hook-user" if api_key == HOOK_KEY else None
+
+    async def before_request(self, ctx: RequestContext, request: UpstreamRequest) -> None:
+        if ctx.endpoint == "chat.completions":
+            request.json["temperature"] = 0.25
+            request.json["x_identity"] = str(ctx.identity)
+            request.headers.append(("x-hooked", "yes"))
+
+
+class ShoutingChunks:
+    """Upper-cases streamed content and drops chunks that say 'tok1 '."""
+
+    def on_chunk(self, ctx: RequestContext, event: SSEEvent) -> None:
+        if ctx.endpoint != "chat.completions":
+            return
+        chunk = event.typed()
+        if chunk is None or not chunk.choices:
+            return
+        delta = chunk.choices[0].delta
+        if delta.content == "tok1 ":
+            event.drop()
+        elif isinstance(delta.content, str):
+            delta.content = delta.content.upper()

@@ -1,0 +1,309 @@
+"""A scriptable OpenAI-compatible upstream: a real aiohttp server on 127.0.0.1.
+
+It runs on its own event loop in a background thread, so sync and async tests alike
+can use it. The requested *model name* picks the behaviour, so a test scripts the
+upstream through the gateway without a side channel:
+
+    echo                 chat completion whose content is the last user message
+    sse[:N[:DELAY]]      N chunk events DELAY seconds apart, then [DONE] (also any stream)
+    sse-split            events written in odd pieces: split mid-line and mid-"\\n\\n"
+    sse-endless          an event every 50 ms until the client goes away
+    sse-drop             two events, then the connection is cut
+    status:CODE          that status with an OpenAI error body (429 adds Retry-After: 7)
+    hang                 never answers
+    slow:SECONDS         answers after SECONDS
+    drop                 cuts the connection without answering
+
+Every request is recorded (method, path, query, headers, body); cancellations and
+closed connections are recorded as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+# A response in exactly these bytes: odd spacing, 0.70, an escape, nested nulls, unicode
+# and vendor fields that no Struct knows. What reaches the client must be identical.
+RAW_COMPLETION = (
+    b'{"id": "raw-1", "object":"chat.completion","created":1,"model":"raw",'
+    b'"choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"h\\u00e9llo \\"q\\" \xe2\x9c\x93",'
+    b'"refusal":null,"x_vendor":{"a":null}},"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,'
+    b'"prompt_tokens_details":{"cached_tokens":0}},"x_score":0.70,"x_tiny":1e-5}'
+)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Upstream:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self) -> Upstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._start())
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("upstream did not start")
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a handler learns that its client left, as a real API does.
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=0.5,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
+        with contextlib.suppress(Exception):
+            future.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)  # type: ignore[union-attr]
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.events.clear()
+
+    def wait_for_event(self, name: str, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if name in self.events:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    # ------------------------------------------------------------------ behaviour
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                request.rel_url.raw_query_string,
+                dict(request.headers),
+                body,
+            )
+        )
+        data: dict[str, Any] = {}
+        if body and request.content_type == "application/json":
+            with contextlib.suppress(ValueError):
+                data = json.loads(body)
+        model = str(data.get("model", "")) if isinstance(data, dict) else ""
+        path = request.path
+        if path == "/v1/models" and request.method == "GET":
+            return web.json_response(
+                {"object": "list", "data": [{"id": "up-1", "object": "model", "owned_by": "up"}]}
+            )
+        if path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            return web.json_response(
+                {
+                    "method": request.method,
+                    "path": path,
+                    "query": request.rel_url.raw_query_string,
+                    "content_type": request.headers.get("Content-Type"),
+                    "size": len(body),
+                    "model": model or None,
+                },
+                headers={"Set-Cookie": "upstream-session=1", "X-Upstream": "passthrough"},
+            )
+        kind, _, arg = model.partition(":")
+        if kind == "status":
+            return self._error(int(arg))
+        if kind == "hang":
+            self.events.append("hang-started")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.events.append("hang-cancelled")
+                raise
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+        if kind == "raw":
+            return web.Response(body=RAW_COMPLETION, content_type="application/json")
+        if kind == "drop":
+            request.transport.close()  # type: ignore[union-attr]
+            raise asyncio.CancelledError
+        if path == "/v1/embeddings":
+            inputs = data.get("input")
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": [0.5, -0.25, float(i)]}
+                        for i, _ in enumerate(inputs)
+                    ],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                }
+            )
+        if data.get("stream") or kind.startswith("sse"):
+            return await self._stream(request, kind, arg, path == "/v1/chat/completions")
+        return web.json_response(_completion(model, data, path == "/v1/chat/completions"))
+
+    def _error(self, status: int) -> web.Response:
+        headers = {"Retry-After": "7"} if status == 429 else {}
+        error = {
+            "message": f"upstream says {status}",
+            "type": "upstream_test",
+            "param": None,
+            "code": None,
+        }
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    async def _stream(
+        self, request: web.Request, kind: str, arg: str, chat: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        count, _, delay_text = arg.partition(":")
+        count_n = int(count) if count else 5
+        delay = float(delay_text) if delay_text else 0.0
+        try:
+            if kind == "sse-endless":
+                self.events.append("endless-started")
+                i = 0
+                while True:
+                    await response.write(_event(chat, f"t{i}"))
+                    i += 1
+                    await asyncio.sleep(0.05)
+            if kind == "sse-split":
+                payload = (
+                    b"".join(_event(chat, f"part{i} ") for i in range(count_n))
+                    + b"data: [DONE]\n\n"
+                )
+                # Odd boundaries: 1, 2, 3… bytes, so events and their blank lines straddle writes.
+                position, size = 0, 1
+                while position < len(payload):
+                    await response.write(payload[position : position + size])
+                    position += size
+                    size = size % 7 + 1
+                    await asyncio.sleep(0)
+                await response.write_eof()
+                return response
+            for i in range(count_n if kind != "sse-drop" else 2):
+                if delay and i:
+                    await asyncio.sleep(delay)
+                await response.write(_event(chat, f"tok{i} "))
+            if kind == "sse-drop":
+                request.transport.close()  # type: ignore[union-attr]
+                return response
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.events.append("stream-cancelled")
+            raise
+        return response
+
+
+def _event(chat: bool, text: str) -> bytes:
+    if chat:
+        choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        payload = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [choice],
+        }
+    else:
+        payload = {
+            "id": "c1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "text": text, "finish_reason": None}],
+        }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _completion(model: str, data: dict[str, Any], chat: bool) -> dict[str, Any]:
+    messages = data.get("messages") or []
+    last = messages[-1].get("content") if messages and isinstance(messages[-1], dict) else ""
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    if chat:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": f"echo: {last}", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        kind = "chat.completion"
+    else:
+        choice = {
+            "index": 0,
+            "text": f"echo: {data.get('prompt')}",
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        kind = "text_completion"
+    return {
+        "id": "cmpl-1",
+        "object": kind,
+        "created": 1,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+        "vendor_extra": {"nested": None, "unicode": "héllo ✓", "n": 0.70},
+    }
