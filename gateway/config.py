@@ -49,6 +49,7 @@ class Settings:
     log_level: str = "info"
     config_path: str | None = None
     file: dict[str, Any] = field(default_factory=dict, repr=False)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for api_key_env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +72,7 @@ class Settings:
             log_level=env.choice("GATEWAY_LOG_LEVEL", LOG_LEVELS, cls.log_level),
             config_path=config_path,
             file=_read_file(config_path) if config_path else {},
+            environ=env.environ,
         )
 
     @property
@@ -151,7 +153,7 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid TOML: {exc}") from None
 
 
-def _providers(settings: Settings, env: Mapping[str, str]) -> dict[str, Provider]:
+def _providers(settings: Settings) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     if settings.openai_api_key or settings.openai_base_url:
         providers["openai"] = OpenAIProvider(
@@ -175,7 +177,7 @@ def _providers(settings: Settings, env: Mapping[str, str]) -> dict[str, Provider
                 raise ValueError(f"unknown type {kind!r}; expected 'openai' or 'mock'")
             api_key = spec.get("api_key")
             if "api_key_env" in spec:
-                api_key = env.get(spec["api_key_env"]) or None
+                api_key = settings.environ.get(spec["api_key_env"]) or None
                 if api_key is None:
                     raise ValueError(f"environment variable {spec['api_key_env']} is not set")
             headers = spec.get("headers", {})
@@ -196,9 +198,9 @@ def _file_error(settings: Settings, where: str, problem: str) -> ConfigError:
     return ConfigError(f"GATEWAY_CONFIG ({settings.config_path}): {where}: {problem}")
 
 
-def build_registry(settings: Settings, env: Mapping[str, str] | None = None) -> ModelRegistry:
+def build_registry(settings: Settings) -> ModelRegistry:
     """Providers and models from the environment and the config file."""
-    providers = _providers(settings, os.environ if env is None else env)
+    providers = _providers(settings)
     default_name = settings.file.get("default_provider")
     if default_name is not None:
         if default_name not in providers:

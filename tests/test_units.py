@@ -237,9 +237,9 @@ def test_settings_defaults_and_parsing():
 
 
 def test_registry_from_env_only():
-    mock = build_registry(Settings.from_env({}), {})
+    mock = build_registry(Settings.from_env({}))
     assert isinstance(mock.default, MockProvider)
-    real = build_registry(Settings.from_env({"OPENAI_API_KEY": "k"}), {})
+    real = build_registry(Settings.from_env({"OPENAI_API_KEY": "k"}))
     assert (
         isinstance(real.default, OpenAIProvider)
         and real.default.base_url == "https://api.openai.com/v1"

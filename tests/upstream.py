@@ -247,6 +247,7 @@ class Upstream:
                     await asyncio.sleep(delay)
                 await response.write(_event(chat, f"tok{i} "))
             if kind == "sse-drop":
+                await asyncio.sleep(0.2)  # the events are out; then the upstream dies
                 request.transport.close()  # type: ignore[union-attr]
                 return response
             await response.write(b"data: [DONE]\n\n")

@@ -1,0 +1,1 @@
+"""Examples to copy from: a config file (``gateway.toml``) and hooks (``hooks.py``)."""
