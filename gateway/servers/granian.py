@@ -12,6 +12,45 @@ from ..app import Gateway
 from ..http import Request, StreamingResponse
 
 
+class _DisconnectWatch:
+    """Cancels the request's task when its client leaves — for requests that last.
+
+    When the client leaves, cancelling the task closes the upstream connection, which
+    is how the upstream learns to stop generating. Granian's ``client_disconnect()``
+    starts a watcher per call that lives until the *connection* closes unless it is
+    cancelled, and costs tens of microseconds; so it is armed only once a request has
+    run for ``ARM_AFTER`` seconds (streams, slow answers) and always cancelled at the
+    end. Quick requests never pay for it; a client that left before the watch was armed
+    is seen the moment it is.
+    """
+
+    ARM_AFTER = 0.25
+
+    __slots__ = ("_disconnected", "_protocol", "_task", "_timer", "client_left")
+
+    def __init__(self, protocol: HTTPProtocol) -> None:
+        self._protocol = protocol
+        self._task = asyncio.current_task()
+        self._disconnected: Any = None
+        self.client_left = False
+        self._timer = asyncio.get_running_loop().call_later(self.ARM_AFTER, self._arm)
+
+    def _arm(self) -> None:
+        self._disconnected = self._protocol.client_disconnect()
+        self._disconnected.add_done_callback(self._on_disconnect)
+
+    def _on_disconnect(self, future: Any) -> None:
+        if not future.cancelled():
+            self.client_left = True
+            self._task.cancel()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self._disconnected is not None:
+            self._disconnected.remove_done_callback(self._on_disconnect)
+            self._disconnected.cancel()
+
+
 class RSGIApp:
     """One per worker process. The worker's loop runs ``startup`` before serving."""
 
@@ -30,12 +69,7 @@ class RSGIApp:
         if scope.proto != "http":
             protocol.close(1003)  # type: ignore[attr-defined]  # websockets are not served
             return
-        # When the client leaves, cancel this request's task: that closes the upstream
-        # connection, which is how the upstream learns to stop generating.
-        task = asyncio.current_task()
-        assert task is not None
-        disconnected = protocol.client_disconnect()
-        disconnected.add_done_callback(lambda _: task.cancel())  # type: ignore[attr-defined]
+        watch = _DisconnectWatch(protocol)
         try:
             body = await self._read_body(scope, protocol)
             request = Request(scope.method, scope.path, scope.query_string, scope.headers, body)
@@ -47,10 +81,12 @@ class RSGIApp:
             else:
                 protocol.response_bytes(response.status, response.headers, response.body)
         except asyncio.CancelledError:
-            if not disconnected.done():  # type: ignore[attr-defined]
+            if not watch.client_left:
                 raise
         except ProtocolClosed:
             pass  # the client left while we were writing
+        finally:
+            watch.close()
 
     async def _read_body(self, scope: Scope, protocol: HTTPProtocol) -> bytes:
         """The body, or its first ``limit + 1`` bytes when it is larger than the limit."""
