@@ -33,12 +33,11 @@ from .errors import (
 )
 from .hooks import Hooks
 from .http import (
-    REQUEST_HEADERS_DROPPED,
     Request,
     Response,
     StreamingResponse,
     error_response,
-    filter_headers,
+    forwardable_headers,
     header_value,
     json_response,
 )
@@ -46,6 +45,7 @@ from .payload import JSONBody
 from .providers import Provider, UpstreamRequest, UpstreamResponse
 from .registry import ModelRegistry, Route
 from .sse import run_chunk_hooks
+from .timers import Timers
 from .types import Model, ModelList
 
 logger = logging.getLogger("gateway")
@@ -97,6 +97,8 @@ class Gateway:
         self.hooks = Hooks([APIKeyAuth(keys), *hooks] if keys else hooks)
         self.limits = limits or Limits()
         self.session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at start-up
+        self.timers = Timers()
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._endpoint(CHAT),
             ("POST", "/v1/completions"): self._endpoint(COMPLETIONS),
@@ -117,6 +119,8 @@ class Gateway:
     async def startup(self) -> None:
         """Create this worker's pooled session, on the running loop, and start providers."""
         reset_request_ids()
+        self._loop = asyncio.get_running_loop()
+        self.timers.start(self._loop)
         limits = self.limits
         connector = aiohttp.TCPConnector(
             limit=limits.max_connections,
@@ -135,6 +139,7 @@ class Gateway:
             await provider.start(self.session)
 
     async def shutdown(self) -> None:
+        await self.timers.stop()
         for provider in self.registry.providers():
             await provider.stop()
         if self.session is not None:
@@ -176,7 +181,8 @@ class Gateway:
     def _endpoint(self, endpoint: Endpoint) -> Handler:
         async def handler(ctx: RequestContext, request: Request) -> AnyResponse:
             ctx.endpoint = endpoint.name
-            await self._authenticate(ctx, request)
+            if self.hooks.authenticate:
+                await self._authenticate(ctx, request)
             body = _json_body(request.body)
             fields = endpoint.parse(body)
             return await self._forward(ctx, request, endpoint, body, fields.model, fields.stream)
@@ -188,7 +194,8 @@ class Gateway:
 
     async def _list_models(self, ctx: RequestContext, request: Request) -> AnyResponse:
         ctx.endpoint = "models"
-        await self._authenticate(ctx, request)
+        if self.hooks.authenticate:
+            await self._authenticate(ctx, request)
         if self.registry.is_open:
             return await self._forward(ctx, request, PASSTHROUGH, b"", None, None)
         return json_response(200, self._model_list)
@@ -198,7 +205,8 @@ class Gateway:
         ctx.endpoint = "passthrough"
         if not _SAFE_PATH.fullmatch(request.path) or _CLIMBING.search(request.path):
             raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
-        await self._authenticate(ctx, request)
+        if self.hooks.authenticate:
+            await self._authenticate(ctx, request)
         if request.method == "GET" and request.path.startswith("/v1/models/"):
             model_id = request.path[len("/v1/models/") :]
             if not self.registry.is_open:
@@ -218,8 +226,6 @@ class Gateway:
         return await self._forward(ctx, request, PASSTHROUGH, body, model, stream)
 
     async def _authenticate(self, ctx: RequestContext, request: Request) -> None:
-        if not self.hooks.authenticate:
-            return
         key = presented_key(request.headers)
         identity = await self.hooks.authenticate.first(ctx, key)
         if identity is None:
@@ -230,14 +236,13 @@ class Gateway:
             )
         ctx.identity = identity
 
-    def _resolve(self, model: str | None) -> Route:
-        if model is not None:
-            return self.registry.resolve(model)
-        if self.registry.default is None:
+    def _default_route(self) -> Route:
+        route = self.registry.default_route()
+        if route is None:
             raise NotFoundError(
                 "This request names no model and the gateway has no default provider."
             )
-        return Route("", self.registry.default)
+        return route
 
     async def _forward(
         self,
@@ -248,14 +253,14 @@ class Gateway:
         model: str | None,
         stream: bool | None,
     ) -> AnyResponse:
-        route = self._resolve(model)
+        route = self.registry.resolve(model) if model is not None else self._default_route()
         ctx.model, ctx.stream = model, bool(stream)
         ctx.provider, ctx.upstream_model = route.provider, route.upstream_model or model
         outgoing = UpstreamRequest(
             request.method,
             request.path[3:],  # below /v1: providers append it to their base URL
             request.query,
-            filter_headers(request.headers.items(), REQUEST_HEADERS_DROPPED),
+            forwardable_headers(request.headers),
             body,
             endpoint.request_type,
         )
@@ -263,10 +268,9 @@ class Gateway:
             answer = await self.hooks.before_request.first(ctx, outgoing)
             if answer is not None:
                 return answer.copy()
-            edited = outgoing.body
-            if edited is not body and model is not None:
+            if outgoing.body is not body and model is not None:
                 # A hook changed the body; it may have named another model.
-                new_model = JSONBody(edited).get("model")
+                new_model = outgoing.json.get("model")
                 if isinstance(new_model, str) and new_model != model:
                     route = self.registry.resolve(new_model)
                     ctx.model, ctx.provider = new_model, route.provider
@@ -280,18 +284,24 @@ class Gateway:
     ) -> AnyResponse:
         timeout = self.limits.upstream_timeout
         content = b""
+        # The deadline cancels this task; a cancellation with the timer gone is the deadline's.
+        task = asyncio.current_task(self._loop)
+        timers = self.timers
+        timers.add(task, timeout, task.cancel)  # type: ignore[union-attr]
         try:
-            async with asyncio.timeout(timeout):
-                upstream = await provider.send(ctx, outgoing)
-                streamed = upstream.status < 400 and upstream.content_type.startswith(
-                    _STREAMED_TYPES
-                )
-                if not streamed:
-                    content = await upstream.read()
-        except TimeoutError:
+            upstream = await provider.send(ctx, outgoing)
+            streamed = upstream.status < 400 and upstream.content_type.startswith(_STREAMED_TYPES)
+            if not streamed:
+                content = await upstream.read()
+        except asyncio.CancelledError:
+            if timers.remove(task):
+                raise  # cancelled from outside: the client left, or the worker stops
+            task.uncancel()  # type: ignore[union-attr]
             raise UpstreamTimeoutError(
                 f"Upstream '{provider.name}' did not answer within {timeout:g} s."
             ) from None
+        finally:
+            timers.remove(task)
         if upstream.status >= 400:
             raise UpstreamStatusError(upstream.status, upstream.headers, content)
         if streamed:

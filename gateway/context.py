@@ -47,7 +47,9 @@ class RequestContext:
     )
 
     def __init__(self, request_id: str | None = None, endpoint: str = "") -> None:
-        self.request_id = request_id if _acceptable_request_id(request_id) else new_request_id()
+        if request_id is None or not _acceptable_request_id(request_id):
+            request_id = f"{_PREFIX}{next(_counter):x}"  # new_request_id(), inlined
+        self.request_id = request_id
         self.started = time.perf_counter()
         self.endpoint = endpoint
         self.identity: Any = None

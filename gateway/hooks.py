@@ -31,30 +31,27 @@ def _is_async(fn: Handler) -> bool:
     )
 
 
-class HookList:
-    """The handlers of one event, in registration order, each marked async or not."""
+class HookList(tuple[tuple[Handler, bool], ...]):
+    """The handlers of one event, in registration order, each marked async or not.
 
-    __slots__ = ("handlers",)
+    A tuple, so that ``if hooks.before_request:`` costs no Python call per request.
+    """
 
-    def __init__(self, handlers: Iterable[Handler] = ()) -> None:
-        self.handlers = tuple((fn, _is_async(fn)) for fn in handlers)
+    __slots__ = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.handlers)
-
-    def __len__(self) -> int:
-        return len(self.handlers)
+    def __new__(cls, handlers: Iterable[Handler] = ()) -> HookList:
+        return super().__new__(cls, ((fn, _is_async(fn)) for fn in handlers))
 
     async def each(self, *args: Any) -> None:
         """Call every handler in order."""
-        for fn, is_async in self.handlers:
+        for fn, is_async in self:
             result = fn(*args)
             if is_async:
                 await result
 
     async def first(self, *args: Any) -> Any:
         """Call the handlers in order; the first result that is not ``None`` wins."""
-        for fn, is_async in self.handlers:
+        for fn, is_async in self:
             result = fn(*args)
             if is_async:
                 result = await result

@@ -27,7 +27,10 @@ class Headers(Protocol):
 
 
 class Request:
-    """An incoming request as the server received it; nothing parsed yet."""
+    """An incoming request as the server received it; nothing parsed yet.
+
+    ``headers`` has lower-case names (HTTP servers normalise them so).
+    """
 
     __slots__ = ("body", "headers", "method", "path", "query")
 
@@ -54,7 +57,9 @@ class Response(JSONMessage):
         body: bytes,
         json_type: type[msgspec.Struct] | None = None,
     ) -> None:
-        super().__init__(body, json_type)
+        self._body = body  # JSONMessage's state, set here: this runs for every response
+        self._json = None
+        self.json_type = json_type
         self.status = status
         self.headers = headers
 
@@ -173,22 +178,39 @@ REQUEST_HEADERS_DROPPED = _HOP_BY_HOP | {
 RESPONSE_HEADERS_DROPPED = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
 
 
-def filter_headers(items: Iterable[tuple[str, str]], dropped: frozenset[str]) -> HeaderList:
-    """The headers whose lower-case names are not in ``dropped``, nor named by Connection."""
-    kept: HeaderList = []
+def forwardable_headers(headers: Headers) -> HeaderList:
+    """The client's headers that may go upstream. Names are lower-case, as servers give them."""
+    kept = []
+    connection = None
+    for name, value in headers.items():
+        if name not in REQUEST_HEADERS_DROPPED:
+            kept.append((name, value))
+        elif name == "connection":
+            connection = value
+    if connection is None:
+        return kept
+    return _without_connection_named(kept, connection)
+
+
+def passable_headers(items: Iterable[tuple[str, str]]) -> HeaderList:
+    """An upstream's response headers that may go to the client (names in any case)."""
+    kept = []
     connection = None
     for key, value in items:
         name = key.lower()
-        if name in dropped:
-            if name == "connection":
-                connection = value
-            continue
-        kept.append((key, value))
-    if connection is not None:
-        named = {token.strip().lower() for token in connection.split(",")} - {"keep-alive", "close"}
-        if named:
-            kept = [(k, v) for k, v in kept if k.lower() not in named]
-    return kept
+        if name not in RESPONSE_HEADERS_DROPPED:
+            kept.append((key, value))
+        elif name == "connection":
+            connection = value
+    if connection is None:
+        return kept
+    return _without_connection_named(kept, connection)
+
+
+def _without_connection_named(headers: HeaderList, connection: str) -> HeaderList:
+    """Headers named in ``Connection`` belong to that hop only (RFC 9110 §7.6.1)."""
+    named = {token.strip().lower() for token in connection.split(",")} - {"keep-alive", "close"}
+    return [(k, v) for k, v in headers if k.lower() not in named] if named else headers
 
 
 def error_response(error: GatewayError) -> Response:

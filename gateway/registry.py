@@ -35,6 +35,7 @@ class ModelRegistry:
         self.default = default
         self._routes: dict[str, Route] = {}
         self._listed: list[str] = []
+        self._default_route = Route("", default) if default is not None else None
 
     def add(
         self,
@@ -72,6 +73,10 @@ class ModelRegistry:
         route = self._routes.get(model)
         if route is not None:
             return route
-        if self._routes or self.default is None:
+        if self._routes or self._default_route is None:
             raise ModelNotFoundError(model)
-        return Route(model, self.default)
+        return self._default_route
+
+    def default_route(self) -> Route | None:
+        """The route of requests that name no model: the default provider, no rewrite."""
+        return self._default_route

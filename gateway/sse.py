@@ -52,10 +52,11 @@ class SSEEvent:
     @property
     def data(self) -> bytes | None:
         """The event's data lines joined by newlines; ``None`` for an event without data."""
+        raw = self._raw
+        if raw.startswith(b"data: ") and b"\n" not in raw:
+            return raw[6:]  # the usual event: one data line
         lines = [
-            line[5:].removeprefix(b" ")
-            for line in self._raw.split(b"\n")
-            if line.startswith(b"data:")
+            line[5:].removeprefix(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
         ]
         return b"\n".join(lines) if lines else None
 
@@ -98,24 +99,36 @@ class SSEEvent:
 
 
 class EventSplitter:
-    """Accumulates bytes and yields complete events (any of the three SSE line endings)."""
+    """Accumulates bytes and yields complete events (any of the three SSE line endings).
 
-    __slots__ = ("_buffer", "_skip_lf")
+    ``exact`` tells whether the last ``feed`` returned exactly that chunk's bytes: whole
+    events only, nothing carried in or left over, no line ending rewritten.
+    """
+
+    __slots__ = ("_buffer", "_skip_lf", "exact")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._skip_lf = False  # the last chunk ended in CR: a leading LF completes a CRLF
+        self.exact = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        exact = not self._buffer
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
+            exact = False
         self._skip_lf = False
         if b"\r" in chunk:
             self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            exact = False
         events = (self._buffer + chunk if self._buffer else chunk).split(b"\n\n")
         self._buffer = events.pop()
-        return [event for event in events if event]
+        self.exact = exact and not self._buffer
+        if b"" in events:  # an extra blank line between events is no event
+            self.exact = False
+            events = [event for event in events if event]
+        return events
 
     def flush(self) -> bytes | None:
         """What is left when the stream ends: an event missing its blank line, if any."""
@@ -132,45 +145,70 @@ async def run_chunk_hooks(
     """The stream with each whole event passed through the ``on_chunk`` hooks, in order.
 
     Events that arrived in one read leave in one write; a dropped event leaves nothing.
+    When the hooks only looked, the read goes out as it came, without a copy. This runs
+    for every event of every stream, so it is written for speed.
     """
-    handlers = hooks.handlers
+    # The common case, plain (not async) hooks, takes the shortest loop.
+    plain = None if any(is_async for _, is_async in hooks) else [fn for fn, _ in hooks]
 
-    async def through_hooks(events: list[bytes]) -> tuple[bytes, Exception | None]:
-        """The events that survive the hooks; on a hook's failure, those before it."""
-        out = []
+    async def through_hooks(events: list[bytes]) -> tuple[bytes | None, Exception | None]:
+        """What the hooks made of the events (``None``: unchanged), and a hook's failure."""
+        kept: list[bytes] = []
+        changed = False
         for raw in events:
             event = SSEEvent(raw, json_type)
             try:
-                for fn, is_async in handlers:
-                    result = fn(ctx, event)
-                    if is_async:
-                        await result
-                    if event.dropped:
-                        break
+                if plain is not None:
+                    for fn in plain:
+                        fn(ctx, event)
+                        if event.dropped:
+                            break
                 else:
-                    out.append(event.raw + b"\n\n")
+                    for fn, is_async in hooks:
+                        result = fn(ctx, event)
+                        if is_async:
+                            await result
+                        if event.dropped:
+                            break
             except Exception as failure:
-                return b"".join(out), failure
-        return b"".join(out), None
+                return _events_bytes(kept), failure
+            if event.dropped:
+                changed = True
+            elif event._json is None and event._raw is raw:
+                kept.append(raw)
+            else:
+                kept.append(event.raw)
+                changed = True
+        return (_events_bytes(kept) if changed else None), None
 
-    async def batches() -> AsyncIterator[list[bytes]]:
-        """The whole events of each read, then any unterminated last event."""
-        splitter = EventSplitter()
+    splitter = EventSplitter()
+    try:
         async for chunk in chunks:
-            yield splitter.feed(chunk)
+            events = splitter.feed(chunk)
+            if not events:
+                continue
+            out, failure = await through_hooks(events)
+            if out is None:
+                out = chunk if splitter.exact else _events_bytes(events)
+            if out:
+                yield out
+            if failure is not None:
+                raise failure
         rest = splitter.flush()
         if rest is not None:
-            yield [rest]
-
-    try:
-        async for events in batches():
-            out, failure = await through_hooks(events)
+            out, failure = await through_hooks([rest])
+            out = _events_bytes([rest]) if out is None else out
             if out:
                 yield out
             if failure is not None:
                 raise failure
     finally:
         await aclose(chunks)
+
+
+def _events_bytes(events: list[bytes]) -> bytes:
+    """Events back on the wire, each followed by its blank line."""
+    return b"\n\n".join(events) + b"\n\n" if events else b""
 
 
 async def aclose(chunks: AsyncIterator[bytes]) -> None:

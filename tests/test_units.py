@@ -24,7 +24,7 @@ from gateway.auth import APIKeyAuth, presented_key
 from gateway.config import ConfigError, Settings, build_registry
 from gateway.endpoints import CHAT
 from gateway.hooks import FunctionHook, Hooks, load_hook
-from gateway.http import REQUEST_HEADERS_DROPPED, error_response, filter_headers
+from gateway.http import error_response, forwardable_headers, passable_headers
 
 # --------------------------------------------------------------------------- hooks
 
@@ -137,20 +137,33 @@ def test_api_key_auth_names_keys_without_revealing_them():
         APIKeyAuth([""])
 
 
-def test_request_headers_filter():
-    kept = filter_headers(
-        [
-            ("Connection", "close, X-Hop"),
-            ("X-Hop", "1"),
-            ("Authorization", "Bearer c"),
-            ("X-Ok", "1"),
-            ("Host", "h"),
-            ("Content-Length", "3"),
-            ("Api-Key", "c"),
-        ],
-        REQUEST_HEADERS_DROPPED,
-    )
-    assert kept == [("X-Ok", "1")]
+def test_request_headers_to_forward():
+    client = {
+        "connection": "close, x-hop",
+        "x-hop": "1",
+        "authorization": "Bearer c",
+        "x-ok": "1",
+        "host": "h",
+        "content-length": "3",
+        "api-key": "c",
+        "openai-beta": "assistants=v2",
+    }
+    assert forwardable_headers(client) == [("x-ok", "1"), ("openai-beta", "assistants=v2")]
+
+
+def test_response_headers_to_pass_on():
+    upstream = [
+        ("Content-Type", "application/json"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Set-Cookie", "a=b"),
+        ("Content-Length", "10"),
+        ("Retry-After", "3"),
+    ]
+    assert passable_headers(upstream) == [
+        ("Content-Type", "application/json"),
+        ("Retry-After", "3"),
+    ]
 
 
 # ------------------------------------------------------------------------- endpoints

@@ -40,7 +40,9 @@ class UpstreamRequest(JSONMessage):
         body: bytes,
         json_type: type[msgspec.Struct] | None = None,
     ) -> None:
-        super().__init__(body, json_type)
+        self._body = body  # JSONMessage's state, set here: this runs for every request
+        self._json = None
+        self.json_type = json_type
         self.method = method
         self.path = path
         self.query = query

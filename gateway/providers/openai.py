@@ -9,7 +9,7 @@ import aiohttp
 from yarl import URL
 
 from ..errors import UpstreamProtocolError, UpstreamUnavailableError
-from ..http import RESPONSE_HEADERS_DROPPED, HeaderList, filter_headers
+from ..http import HeaderList, passable_headers
 from . import Provider, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -24,16 +24,14 @@ _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 class HTTPUpstreamResponse:
     """An aiohttp response seen through the provider interface."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "content_type", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
-        self.headers = filter_headers(response.headers.items(), RESPONSE_HEADERS_DROPPED)
-
-    @property
-    def content_type(self) -> str:
-        return self._response.headers.get("Content-Type", "")
+        headers = response.headers
+        self.headers = passable_headers(headers.items())
+        self.content_type = headers.get("Content-Type", "")
 
     async def read(self) -> bytes:
         try:

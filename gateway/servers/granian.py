@@ -10,45 +10,16 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..app import Gateway
 from ..http import Request, StreamingResponse
+from ..timers import Timers
+from . import freeze_startup_heap
 
-
-class _DisconnectWatch:
-    """Cancels the request's task when its client leaves — for requests that last.
-
-    When the client leaves, cancelling the task closes the upstream connection, which
-    is how the upstream learns to stop generating. Granian's ``client_disconnect()``
-    starts a watcher per call that lives until the *connection* closes unless it is
-    cancelled, and costs tens of microseconds; so it is armed only once a request has
-    run for ``ARM_AFTER`` seconds (streams, slow answers) and always cancelled at the
-    end. Quick requests never pay for it; a client that left before the watch was armed
-    is seen the moment it is.
-    """
-
-    ARM_AFTER = 0.25
-
-    __slots__ = ("_disconnected", "_protocol", "_task", "_timer", "client_left")
-
-    def __init__(self, protocol: HTTPProtocol) -> None:
-        self._protocol = protocol
-        self._task = asyncio.current_task()
-        self._disconnected: Any = None
-        self.client_left = False
-        self._timer = asyncio.get_running_loop().call_later(self.ARM_AFTER, self._arm)
-
-    def _arm(self) -> None:
-        self._disconnected = self._protocol.client_disconnect()
-        self._disconnected.add_done_callback(self._on_disconnect)
-
-    def _on_disconnect(self, future: Any) -> None:
-        if not future.cancelled():
-            self.client_left = True
-            self._task.cancel()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        self._timer.cancel()
-        if self._disconnected is not None:
-            self._disconnected.remove_done_callback(self._on_disconnect)
-            self._disconnected.cancel()
+# When the client leaves, cancelling the request's task closes the upstream connection,
+# which is how the upstream learns to stop generating. Granian's client_disconnect()
+# starts a watcher that lives until the *connection* closes unless it is cancelled, and
+# costs tens of microseconds; so it is armed only for requests that have run ARM_AFTER
+# seconds (streams, slow answers) and always cancelled at the end. Quick requests never
+# pay for it; a client that left before the watch was armed is seen the moment it is.
+ARM_AFTER = 0.25
 
 
 class RSGIApp:
@@ -57,22 +28,37 @@ class RSGIApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._max_body = gateway.limits.max_body_bytes
+        # The client-disconnect watch: armed per request by a coarse timer (see ARM_AFTER).
+        self._timers = Timers()
+        self._watching: dict[asyncio.Task[None], Any] = {}
+        self._gone: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # the worker's
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # The loop is not running yet: run start-up on it so the session belongs to it.
+        self._loop = loop
         loop.run_until_complete(self.gateway.startup())
+        self._timers.start(loop)
+        freeze_startup_heap()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._timers.stop())
         loop.run_until_complete(self.gateway.shutdown())
 
     async def __rsgi__(self, scope: Scope, protocol: HTTPProtocol) -> None:
         if scope.proto != "http":
             protocol.close(1003)  # type: ignore[attr-defined]  # websockets are not served
             return
-        watch = _DisconnectWatch(protocol)
+        task = asyncio.current_task(self._loop)
+        self._timers.add(task, ARM_AFTER, self._watch, task, protocol)
+        headers = scope.headers
         try:
-            body = await self._read_body(scope, protocol)
-            request = Request(scope.method, scope.path, scope.query_string, scope.headers, body)
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) <= self._max_body:
+                body = await protocol()
+            else:
+                body = await self._read_limited(protocol)
+            request = Request(scope.method, scope.path, scope.query_string, headers, body)
             response = await self.gateway.handle(request)
             if type(response) is StreamingResponse:
                 transport = protocol.response_stream(response.status, response.headers)
@@ -81,18 +67,31 @@ class RSGIApp:
             else:
                 protocol.response_bytes(response.status, response.headers, response.body)
         except asyncio.CancelledError:
-            if not watch.client_left:
+            if task not in self._gone:
                 raise
         except ProtocolClosed:
             pass  # the client left while we were writing
         finally:
-            watch.close()
+            self._timers.remove(task)
+            self._gone.discard(task)
+            watch = self._watching.pop(task, None)
+            if watch is not None:
+                watch.cancel()  # else it would live as long as the connection
 
-    async def _read_body(self, scope: Scope, protocol: HTTPProtocol) -> bytes:
-        """The body, or its first ``limit + 1`` bytes when it is larger than the limit."""
-        length = scope.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= self._max_body:
-            return await protocol()
+    def _watch(self, task: asyncio.Task[None], protocol: HTTPProtocol) -> None:
+        """Arm the disconnect watch of a request that has run ``ARM_AFTER`` seconds."""
+        disconnected = protocol.client_disconnect()
+        self._watching[task] = disconnected
+
+        def on_disconnect(future: Any) -> None:
+            if not future.cancelled():
+                self._gone.add(task)
+                task.cancel()
+
+        disconnected.add_done_callback(on_disconnect)
+
+    async def _read_limited(self, protocol: HTTPProtocol) -> bytes:
+        """A body of unknown or too large a size: its first ``limit + 1`` bytes at most."""
         parts, size = [], 0
         async for part in protocol:
             parts.append(part)

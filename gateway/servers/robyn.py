@@ -23,6 +23,7 @@ from robyn.robyn import get_version
 
 from ..app import Gateway
 from ..http import HeaderList, Request, StreamingResponse
+from . import freeze_startup_heap
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REAP_INTERVAL = 0.1
@@ -98,6 +99,7 @@ class RobynAdapter:
 
     async def startup(self) -> None:
         await self.gateway.startup()
+        freeze_startup_heap()
         self._reaper = asyncio.get_running_loop().create_task(_reap_abandoned_streams())
 
     async def shutdown(self) -> None:
