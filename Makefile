@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-micro clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results
+
+bench-micro: $(STAMP)
+	$(BIN)/python -m pytest tests/test_microbench.py --benchmark-enable --benchmark-only \
+		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name

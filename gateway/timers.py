@@ -5,6 +5,7 @@ disconnect watch. An event-loop timer costs a libuv timer to create and to cance
 here a timer is one dict entry, set when a request starts and deleted when it ends,
 and a sweep every ``resolution`` seconds fires what is due. Timers fire up to two
 resolutions late, never early — precision enough for timeouts counted in seconds.
+With no timer set, the sweep sleeps until one is: an idle worker stays idle.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ Callback = Callable[..., object]
 class Timers:
     """The timers of one event loop, each under a key (such as the request's task)."""
 
-    def __init__(self, resolution: float = 0.05) -> None:
+    def __init__(self, resolution: float = 0.1) -> None:
         self.resolution = resolution
         self.now = 0.0  # the loop's time at the last sweep
         self._due: dict[Hashable, tuple[float, Callback, tuple[Any, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # the sweep waits on it when idle
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self.now = loop.time()
         self._task = loop.create_task(self._sweep(loop))
 
@@ -43,6 +47,10 @@ class Timers:
         self, key: Hashable, seconds: float, callback: Callable[..., object], *args: Any
     ) -> None:
         """Call ``callback(*args)`` in ``seconds``, or up to two resolutions later."""
+        if self._idle is not None:  # the first timer after a quiet spell wakes the sweep
+            self._idle.set_result(None)
+            self._idle = None
+            self.now = self._loop.time()  # type: ignore[union-attr]
         # `now` may be a resolution old: counting from the next sweep is never early.
         self._due[key] = (self.now + self.resolution + seconds, callback, args)
 
@@ -56,6 +64,9 @@ class Timers:
     async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         due = self._due
         while True:
+            if not due:
+                self._idle = loop.create_future()
+                await self._idle
             await asyncio.sleep(self.resolution)
             self.now = now = loop.time()
             expired = [key for key, (at, _, _) in due.items() if at <= now]

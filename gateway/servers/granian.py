@@ -10,7 +10,6 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..app import Gateway
 from ..http import Request, StreamingResponse
-from ..timers import Timers
 from . import freeze_startup_heap
 
 # When the client leaves, cancelling the request's task closes the upstream connection,
@@ -28,8 +27,9 @@ class RSGIApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._max_body = gateway.limits.max_body_bytes
-        # The client-disconnect watch: armed per request by a coarse timer (see ARM_AFTER).
-        self._timers = Timers()
+        # The client-disconnect watch: armed per request by the core's coarse timers (keyed
+        # by the request's protocol object; the core keys its own by task), see ARM_AFTER.
+        self._timers = gateway.timers
         self._watching: dict[asyncio.Task[None], Any] = {}
         self._gone: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # the worker's
@@ -38,11 +38,9 @@ class RSGIApp:
         # The loop is not running yet: run start-up on it so the session belongs to it.
         self._loop = loop
         loop.run_until_complete(self.gateway.startup())
-        self._timers.start(loop)
         freeze_startup_heap()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.run_until_complete(self._timers.stop())
         loop.run_until_complete(self.gateway.shutdown())
 
     async def __rsgi__(self, scope: Scope, protocol: HTTPProtocol) -> None:
@@ -50,7 +48,7 @@ class RSGIApp:
             protocol.close(1003)  # type: ignore[attr-defined]  # websockets are not served
             return
         task = asyncio.current_task(self._loop)
-        self._timers.add(task, ARM_AFTER, self._watch, task, protocol)
+        self._timers.add(protocol, ARM_AFTER, self._watch, task, protocol)
         headers = scope.headers
         try:
             length = headers.get("content-length")
@@ -72,7 +70,7 @@ class RSGIApp:
         except ProtocolClosed:
             pass  # the client left while we were writing
         finally:
-            self._timers.remove(task)
+            self._timers.remove(protocol)
             self._gone.discard(task)
             watch = self._watching.pop(task, None)
             if watch is not None:

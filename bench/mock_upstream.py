@@ -1,0 +1,172 @@
+"""A fast mock OpenAI upstream for benchmarks: raw asyncio protocol on uvloop.
+
+It does the least an HTTP/1.1 keep-alive server can: find the end of the request,
+and write a prepared answer in one go — a chat completion, or (when the body asks
+for ``"stream": true``) 20 prepared SSE events as chunked transfer encoding. A model
+named ``bench-delay-<ms>`` spaces the events that many milliseconds apart. So it costs
+far less CPU per request than anything in front of it, and the benchmark measures the
+gateway, not the mock.
+
+    python -m bench.mock_upstream --port 9100 [--events 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+
+import uvloop
+
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello! " * 40, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 200, "completion_tokens": 80, "total_tokens": 280},
+        "system_fingerprint": "fp_bench",
+    }
+).encode()
+
+
+def _event(text: str, finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+        ],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def prepared_stream(events: int) -> list[bytes]:
+    """``events`` SSE events — the last one ``[DONE]`` — each as one HTTP chunk."""
+    body = [_event(f"token{i} ") for i in range(events - 2)]
+    body += [_event("", "stop"), b"data: [DONE]\n\n"]
+    return [_chunked(e) for e in body] + [b"0\r\n\r\n"]
+
+
+JSON_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    % len(COMPLETION)
+)
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
+MODELS = b'{"object":"list","data":[{"id":"bench-model","object":"model","owned_by":"bench"}]}'
+MODELS_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(MODELS), MODELS)
+)
+
+
+DELAY_MARK = b'"bench-delay-'
+
+
+def delay_of(body: bytes) -> float:
+    """Seconds between events that the request's model name asks for."""
+    at = body.find(DELAY_MARK)
+    if at < 0:
+        return 0.0
+    start = at + len(DELAY_MARK)
+    return int(body[start : body.index(b'"', start)]) / 1000
+
+
+class MockProtocol(asyncio.Protocol):
+    def __init__(self, stream: list[bytes]) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self.timers:
+            timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        while True:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            head = buffer[:head_end].lower()
+            length = 0
+            at = head.find(b"content-length:")
+            if at >= 0:
+                end = head.find(b"\r\n", at)
+                length = int(head[at + 15 : end if end >= 0 else len(head)])
+            total = head_end + 4 + length
+            if len(buffer) < total:
+                break
+            body = buffer[head_end + 4 : total]
+            buffer = buffer[total:]
+            self.respond(head, body)
+        self.buffer = buffer
+
+    def respond(self, head: bytes, body: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if head.startswith(b"get /v1/models"):
+            transport.write(MODELS_RESPONSE)
+        elif b'"stream":true' in body or b'"stream": true' in body:
+            delay = delay_of(body)
+            if delay:
+                self.send_slowly(transport, delay)
+            else:
+                transport.writelines([SSE_HEAD, *self.stream])
+        else:
+            transport.writelines([JSON_HEAD, COMPLETION])
+
+    def send_slowly(self, transport: asyncio.Transport, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        transport.write(SSE_HEAD + self.stream[0])
+        now = loop.time()
+        self.timers = [t for t in self.timers if not t.cancelled() and t.when() > now]
+        for i, piece in enumerate(self.stream[1:], 1):
+            self.timers.append(loop.call_at(now + i * delay, transport.write, piece))
+
+
+async def serve(port: int, events: int) -> None:
+    loop = asyncio.get_running_loop()
+    stream = prepared_stream(events)
+    server = await loop.create_server(
+        lambda: MockProtocol(stream), "127.0.0.1", port, backlog=4096, reuse_address=True
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--events", type=int, default=20)
+    args = parser.parse_args()
+    uvloop.run(serve(args.port, args.events))
+
+
+if __name__ == "__main__":
+    main()

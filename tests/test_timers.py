@@ -1,0 +1,63 @@
+"""The coarse timers: never early, not much late, and idle when there is nothing to time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.timers import Timers
+
+
+async def test_a_timer_fires_after_its_delay_and_never_early():
+    loop = asyncio.get_running_loop()
+    timers = Timers(resolution=0.02)
+    timers.start(loop)
+    fired: list[float] = []
+    started = loop.time()
+    timers.add("a", 0.1, lambda: fired.append(loop.time() - started))
+    await asyncio.sleep(0.25)
+    await timers.stop()
+    assert len(fired) == 1
+    assert 0.1 <= fired[0] <= 0.1 + 2 * 0.02 + 0.05  # two resolutions late at most, plus slack
+
+
+async def test_a_removed_timer_does_not_fire_and_remove_tells_whether_it_had():
+    loop = asyncio.get_running_loop()
+    timers = Timers(resolution=0.01)
+    timers.start(loop)
+    fired: list[str] = []
+    timers.add("gone", 0.02, fired.append, "gone")
+    timers.add("kept", 0.02, fired.append, "kept")
+    assert timers.remove("gone") is True
+    await asyncio.sleep(0.1)
+    assert fired == ["kept"]
+    assert timers.remove("kept") is False  # it had fired already
+    await timers.stop()
+
+
+async def test_the_sweep_sleeps_while_no_timer_is_set():
+    loop = asyncio.get_running_loop()
+    timers = Timers(resolution=0.01)
+    timers.start(loop)
+    await asyncio.sleep(0.05)
+    assert timers._idle is not None  # waiting, not ticking
+    fired: list[int] = []
+    timers.add("late", 0.01, fired.append, 1)
+    await asyncio.sleep(0.08)
+    assert fired == [1]
+    await timers.stop()
+
+
+async def test_a_failing_callback_does_not_stop_the_others():
+    loop = asyncio.get_running_loop()
+    timers = Timers(resolution=0.01)
+    timers.start(loop)
+    fired: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    timers.add("boom", 0.01, boom)
+    timers.add("ok", 0.01, fired.append, 1)
+    await asyncio.sleep(0.08)
+    assert fired == [1]
+    await timers.stop()
