@@ -9,15 +9,15 @@ from gateway.timers import Timers
 
 async def test_a_timer_fires_after_its_delay_and_never_early():
     loop = asyncio.get_running_loop()
-    timers = Timers(resolution=0.02)
+    timers = Timers(resolution=0.02, idle=0.05)
     timers.start(loop)
     fired: list[float] = []
     started = loop.time()
     timers.add("a", 0.1, lambda: fired.append(loop.time() - started))
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.3)
     await timers.stop()
     assert len(fired) == 1
-    assert 0.1 <= fired[0] <= 0.1 + 2 * 0.02 + 0.05  # two resolutions late at most, plus slack
+    assert 0.1 <= fired[0] <= 0.1 + 0.05 + 0.05  # one sweep interval late at most, plus slack
 
 
 async def test_a_removed_timer_does_not_fire_and_remove_tells_whether_it_had():
@@ -34,16 +34,16 @@ async def test_a_removed_timer_does_not_fire_and_remove_tells_whether_it_had():
     await timers.stop()
 
 
-async def test_the_sweep_sleeps_while_no_timer_is_set():
+async def test_the_sweep_slows_down_while_no_timer_is_set():
     loop = asyncio.get_running_loop()
-    timers = Timers(resolution=0.01)
+    timers = Timers(resolution=0.01, idle=0.2)
     timers.start(loop)
-    await asyncio.sleep(0.05)
-    assert timers._idle is not None  # waiting, not ticking
+    await asyncio.sleep(0.5)
+    assert timers.sweeps <= 3  # every 0.2 s while idle, not every 0.01 s
     fired: list[int] = []
     timers.add("late", 0.01, fired.append, 1)
-    await asyncio.sleep(0.08)
-    assert fired == [1]
+    await asyncio.sleep(0.3)
+    assert fired == [1]  # within the idle interval
     await timers.stop()
 
 
