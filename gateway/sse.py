@@ -23,20 +23,18 @@ T = TypeVar("T", bound=msgspec.Struct)
 DONE = b"[DONE]"
 
 
-class SSEEvent:
+class SSEEvent(msgspec.Struct):
     """One server-sent event, as raw bytes without its terminating blank line.
 
     Hooks may read ``data`` or ``json``, replace ``data`` or ``raw``, edit ``json`` or a
-    ``typed`` view in place, or ``drop()`` the event.
+    ``typed`` view in place, or ``drop()`` the event. (A msgspec Struct: one is made per
+    event of every hooked stream, and a Struct is made in half the time of a class.)
     """
 
-    __slots__ = ("_json", "_raw", "dropped", "json_type")
-
-    def __init__(self, raw: bytes, json_type: type[msgspec.Struct] | None = None) -> None:
-        self._raw = raw
-        self._json: JSONBody | None = None
-        self.json_type = json_type
-        self.dropped = False
+    _raw: bytes
+    json_type: type[msgspec.Struct] | None = None
+    _json: JSONBody | None = None
+    dropped: bool = False
 
     @property
     def raw(self) -> bytes:
@@ -146,58 +144,56 @@ async def run_chunk_hooks(
 
     Events that arrived in one read leave in one write; a dropped event leaves nothing.
     When the hooks only looked, the read goes out as it came, without a copy. This runs
-    for every event of every stream, so it is written for speed.
+    for every event of every hooked stream, so it is written for speed: one loop, and
+    plain (not async) hooks called without awaiting.
     """
-    # The common case, plain (not async) hooks, takes the shortest loop.
     plain = None if any(is_async for _, is_async in hooks) else [fn for fn, _ in hooks]
-
-    async def through_hooks(events: list[bytes]) -> tuple[bytes | None, Exception | None]:
-        """What the hooks made of the events (``None``: unchanged), and a hook's failure."""
-        kept: list[bytes] = []
-        changed = False
-        for raw in events:
-            event = SSEEvent(raw, json_type)
-            try:
-                if plain is not None:
-                    for fn in plain:
-                        fn(ctx, event)
-                        if event.dropped:
-                            break
-                else:
-                    for fn, is_async in hooks:
-                        result = fn(ctx, event)
-                        if is_async:
-                            await result
-                        if event.dropped:
-                            break
-            except Exception as failure:
-                return _events_bytes(kept), failure
-            if event.dropped:
-                changed = True
-            elif event._json is None and event._raw is raw:
-                kept.append(raw)
-            else:
-                kept.append(event.raw)
-                changed = True
-        return (_events_bytes(kept) if changed else None), None
-
     splitter = EventSplitter()
+    next_chunk = chunks.__anext__
+    ended = False
     try:
-        async for chunk in chunks:
-            events = splitter.feed(chunk)
+        while not ended:
+            try:
+                chunk: bytes | None = await next_chunk()
+                events = splitter.feed(chunk)  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                ended, chunk = True, None
+                rest = splitter.flush()
+                events = [rest] if rest is not None else []
             if not events:
                 continue
-            out, failure = await through_hooks(events)
-            if out is None:
-                out = chunk if splitter.exact else _events_bytes(events)
-            if out:
-                yield out
-            if failure is not None:
-                raise failure
-        rest = splitter.flush()
-        if rest is not None:
-            out, failure = await through_hooks([rest])
-            out = _events_bytes([rest]) if out is None else out
+            kept: list[bytes] = []
+            changed = False
+            failure: Exception | None = None
+            for raw in events:
+                event = SSEEvent(raw, json_type)
+                try:
+                    if plain is not None:
+                        for fn in plain:
+                            fn(ctx, event)
+                            if event.dropped:
+                                break
+                    else:
+                        for fn, is_async in hooks:
+                            result = fn(ctx, event)
+                            if is_async:
+                                await result
+                            if event.dropped:
+                                break
+                except Exception as error:
+                    failure, changed = error, True
+                    break
+                if event.dropped:
+                    changed = True
+                elif event._json is None and event._raw is raw:
+                    kept.append(raw)
+                else:
+                    kept.append(event.raw)
+                    changed = True
+            if changed:
+                out = _events_bytes(kept)
+            else:
+                out = chunk if chunk is not None and splitter.exact else _events_bytes(events)
             if out:
                 yield out
             if failure is not None:
