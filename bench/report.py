@@ -161,10 +161,10 @@ def _checks(name: str, scenario: str, found: dict[str, float]) -> list[str]:
 
     capacity, cpu = found["capacity"], found["cpu"]
     if name in ("chat", "stream"):
-        check(capacity >= 0.85, f"capacity {capacity:.2f} × the ceiling's (target ≥ 0.85)")
-        check(cpu <= 1.2, f"CPU per request {cpu:.2f} × the ceiling's (target ≤ 1.2)")
+        check(capacity >= 0.85, f"capacity {capacity:.3f} × the ceiling's (target ≥ 0.85)")
+        check(cpu <= 1.2, f"CPU per request {cpu:.3f} × the ceiling's (target ≤ 1.2)")
     elif name in ("chat-hooks", "stream-hooks"):
-        check(capacity >= 0.70, f"capacity {capacity:.2f} × the ceiling's (target ≥ 0.70)")
+        check(capacity >= 0.70, f"capacity {capacity:.3f} × the ceiling's (target ≥ 0.70)")
     elif name in ("light", "ttfb") and "added_p50" in found:
         over = found["added_p50"] - found["ceiling_added_p50"]
         limit, what = (0.2, "p50 latency") if name == "light" else (0.3, "time to first byte")
