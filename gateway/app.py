@@ -28,9 +28,9 @@ from .errors import (
     ModelNotFoundError,
     NotFoundError,
     RequestTooLargeError,
-    UpstreamStatusError,
-    UpstreamTimeoutError,
+    ShuttingDownError,
 )
+from .forwarding import Answer, Forwarder
 from .hooks import Hooks
 from .http import (
     Request,
@@ -38,11 +38,9 @@ from .http import (
     StreamingResponse,
     error_response,
     forwardable_headers,
-    header_value,
     json_response,
 )
-from .payload import JSONBody
-from .providers import Provider, UpstreamRequest, UpstreamResponse
+from .providers import Provider, UpstreamRequest
 from .registry import ModelRegistry, Route
 from .sse import run_chunk_hooks
 from .timers import Timers
@@ -56,11 +54,9 @@ Handler = Callable[[RequestContext, Request], Awaitable[AnyResponse]]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what the gateway accepts and how long it waits."""
+    """Bounds on what the gateway accepts and holds. (Timeouts are per model: policy.py.)"""
 
     max_body_bytes: int = 32 * 1024 * 1024
-    upstream_timeout: float = 600.0  # seconds to the upstream's response headers
-    connect_timeout: float = 10.0
     max_connections: int = 0  # pooled upstream connections per worker; 0 = no limit
     max_connections_per_host: int = 0
 
@@ -70,7 +66,8 @@ class Limits:
 _SAFE_PATH = re.compile(r"/v1(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
 _CLIMBING = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)|%2f|%5c", re.IGNORECASE)
 
-_STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-stream")
+# A cancellation carrying this asks a request to end because the worker is stopping.
+SHUTDOWN = "gateway shutting down"
 _HEALTH = json_response(200, b'{"status":"ok"}')
 
 
@@ -99,6 +96,10 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at start-up
         self.timers = Timers()
+        self.forwarder = Forwarder(self.registry, self.timers)
+        # What is in flight, so that a stopping worker can end what outlives its drain.
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._streams: set[StreamingResponse] = set()
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._endpoint(CHAT),
             ("POST", "/v1/completions"): self._endpoint(COMPLETIONS),
@@ -130,7 +131,7 @@ class Gateway:
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout),
+            timeout=aiohttp.ClientTimeout(total=None),  # deadlines are the gateway's own
             cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies never reach another
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
@@ -158,6 +159,9 @@ class Gateway:
     async def handle(self, request: Request) -> AnyResponse:
         """Answer one request. Never raises, except when the task is cancelled."""
         ctx = RequestContext(request.headers.get("x-request-id"))
+        task = asyncio.current_task(self._loop)
+        tasks = self._tasks
+        tasks.add(task)  # type: ignore[arg-type]
         try:
             if len(request.body) > self.limits.max_body_bytes:
                 raise RequestTooLargeError(
@@ -172,11 +176,45 @@ class Gateway:
                 raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
         except GatewayError as error:
             response = await self._fail(ctx, error)
+        except asyncio.CancelledError as cancelled:
+            if cancelled.args[:1] != (SHUTDOWN,):
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+            response = await self._fail(ctx, ShuttingDownError("The gateway is shutting down."))
         except Exception:
             logger.exception("request %s failed inside the gateway", ctx.request_id)
             response = await self._fail(ctx, InternalError("The gateway failed on this request."))
+        finally:
+            tasks.discard(task)  # type: ignore[arg-type]
         response.headers.append(("x-request-id", ctx.request_id))
         return response
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered, streams being relayed."""
+        return len(self._tasks) + len(self._streams)
+
+    async def drain(self, seconds: float) -> None:
+        """Give what is in flight ``seconds`` to finish; then end it.
+
+        A request still waiting for its upstream gets a 503; a stream still running ends
+        with an SSE error event. The worker's server stops taking new connections first.
+        """
+        if await self._idle_within(seconds):
+            return
+        logger.warning("ending %d requests still in flight after %g s", self.in_flight, seconds)
+        for stream in list(self._streams):
+            stream.abort(ShuttingDownError("The gateway is shutting down."))
+        for task in list(self._tasks):
+            task.cancel(SHUTDOWN)
+        await self._idle_within(5.0)
+
+    async def _idle_within(self, seconds: float) -> bool:
+        # Polled, not signalled: this runs once, at shutdown; requests pay nothing for it.
+        deadline = self._loop.time() + seconds
+        while self.in_flight and self._loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return not self.in_flight
 
     def _endpoint(self, endpoint: Endpoint) -> Handler:
         async def handler(ctx: RequestContext, request: Request) -> AnyResponse:
@@ -273,47 +311,21 @@ class Gateway:
                 new_model = outgoing.json.get("model")
                 if isinstance(new_model, str) and new_model != model:
                     route = self.registry.resolve(new_model)
-                    ctx.model, ctx.provider = new_model, route.provider
-                    ctx.upstream_model = route.upstream_model or new_model
-        if route.upstream_model is not None:
-            outgoing.body = _rewrite_model(outgoing, route.upstream_model)
-        return await self._exchange(ctx, endpoint, route.provider, outgoing)
-
-    async def _exchange(
-        self, ctx: RequestContext, endpoint: Endpoint, provider: Provider, outgoing: UpstreamRequest
-    ) -> AnyResponse:
-        timeout = self.limits.upstream_timeout
-        content = b""
-        # The deadline cancels this task; a cancellation with the timer gone is the deadline's.
-        task = asyncio.current_task(self._loop)
-        timers = self.timers
-        timers.add(task, timeout, task.cancel)  # type: ignore[union-attr]
-        try:
-            upstream = await provider.send(ctx, outgoing)
-            streamed = upstream.status < 400 and upstream.content_type.startswith(_STREAMED_TYPES)
-            if not streamed:
-                content = await upstream.read()
-        except asyncio.CancelledError:
-            if timers.remove(task):
-                raise  # cancelled from outside: the client left, or the worker stops
-            task.uncancel()  # type: ignore[union-attr]
-            raise UpstreamTimeoutError(
-                f"Upstream '{provider.name}' did not answer within {timeout:g} s."
-            ) from None
-        finally:
-            timers.remove(task)
-        if upstream.status >= 400:
-            raise UpstreamStatusError(upstream.status, upstream.headers, content)
-        if streamed:
-            return self._stream(ctx, endpoint, upstream)
-        response = Response(upstream.status, upstream.headers, content, endpoint.response_type)
+                    ctx.model = model = new_model
+        answer = await self.forwarder.exchange(ctx, route, outgoing, model)
+        if answer.streamed:
+            return self._stream(ctx, endpoint, route, answer)
+        answer.finished()
+        upstream = answer.upstream
+        response = Response(upstream.status, answer.headers, answer.content, endpoint.response_type)
         if self.hooks.after_response:
             await self.hooks.after_response.each(ctx, response)
         return response
 
     def _stream(
-        self, ctx: RequestContext, endpoint: Endpoint, upstream: UpstreamResponse
+        self, ctx: RequestContext, endpoint: Endpoint, route: Route, answer: Answer
     ) -> StreamingResponse:
+        upstream = answer.upstream
         chunks = upstream.iter_chunks()
         is_sse = upstream.content_type.startswith("text/event-stream")
         if is_sse and self.hooks.on_chunk:
@@ -328,7 +340,17 @@ class Gateway:
             await self._notify_error(ctx, error)
             return b"data: " + error.body() + b"\n\n" if is_sse else None
 
-        return StreamingResponse(upstream.status, upstream.headers, chunks, on_error)
+        return StreamingResponse(
+            upstream.status,
+            answer.headers,
+            chunks,
+            on_error,
+            close_upstream=upstream.close,
+            on_close=answer.finished,
+            timers=self.timers,
+            idle=route.timeouts.idle,
+            running=self._streams,
+        )
 
     async def _fail(self, ctx: RequestContext, error: GatewayError) -> Response:
         replacement = await self._notify_error(ctx, error)
@@ -354,12 +376,3 @@ def _json_body(body: bytes) -> bytes:
         except UnicodeDecodeError:
             raise InvalidRequestError("The request body is not valid UTF-8.") from None
     return body
-
-
-def _rewrite_model(outgoing: UpstreamRequest, upstream_model: str) -> bytes:
-    boundary = multipart.boundary_of(header_value(outgoing.headers, "content-type"))
-    if boundary is not None:
-        return multipart.replace_field(outgoing.body, boundary, "model", upstream_model)
-    body = JSONBody(outgoing.body)
-    body["model"] = upstream_model
-    return body.to_bytes()

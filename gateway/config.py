@@ -6,6 +6,7 @@ names the variable (or the file and key) and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .app import Gateway, Limits
+from .balancing import Deployment
 from .hooks import load_hook
+from .policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
 from .providers import Provider
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
@@ -42,6 +45,10 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     upstream_timeout: float = 600.0
     connect_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    total_timeout: float = 900.0
+    retries: int = 2
+    drain_seconds: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_connections: int = 0
     max_concurrency: int = 4096
@@ -65,6 +72,10 @@ class Settings:
             api_keys=env.items("GATEWAY_API_KEYS"),
             upstream_timeout=env.seconds("GATEWAY_UPSTREAM_TIMEOUT", cls.upstream_timeout),
             connect_timeout=env.seconds("GATEWAY_CONNECT_TIMEOUT", cls.connect_timeout),
+            idle_timeout=env.seconds("GATEWAY_IDLE_TIMEOUT", cls.idle_timeout),
+            total_timeout=env.seconds("GATEWAY_TOTAL_TIMEOUT", cls.total_timeout),
+            retries=env.number("GATEWAY_RETRIES", int, cls.retries, 0, 20),
+            drain_seconds=env.number("GATEWAY_DRAIN_SECONDS", float, cls.drain_seconds, 0),
             max_body_bytes=env.number("GATEWAY_MAX_BODY_BYTES", int, cls.max_body_bytes, 1),
             max_connections=env.number("GATEWAY_MAX_CONNECTIONS", int, cls.max_connections, 0),
             max_concurrency=env.number("GATEWAY_MAX_CONCURRENCY", int, cls.max_concurrency, 1),
@@ -77,12 +88,7 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(
-            max_body_bytes=self.max_body_bytes,
-            upstream_timeout=self.upstream_timeout,
-            connect_timeout=self.connect_timeout,
-            max_connections=self.max_connections,
-        )
+        return Limits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)
 
 
 class _Env:
@@ -198,6 +204,147 @@ def _file_error(settings: Settings, where: str, problem: str) -> ConfigError:
     return ConfigError(f"GATEWAY_CONFIG ({settings.config_path}): {where}: {problem}")
 
 
+class _Table:
+    """Typed, validated reads of one table of the config file."""
+
+    def __init__(self, settings: Settings, where: str, spec: object) -> None:
+        if not isinstance(spec, dict):
+            raise _file_error(settings, where, "expected a table")
+        self.settings, self.where, self.spec = settings, where, spec
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return _file_error(self.settings, f"{self.where}.{key}", problem)
+
+    def text(self, key: str) -> str | None:
+        value = self.spec.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.error(key, "expected a string")
+        return value
+
+    def texts(self, key: str) -> list[str]:
+        value = self.spec.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        return value
+
+    def number(self, key: str, kind: type[int] | type[float], low: float = 0) -> Any:
+        value = self.spec.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            raise self.error(key, f"expected a number of at least {low:g}")
+        if kind is int and not isinstance(value, int):
+            raise self.error(key, "expected a whole number")
+        return kind(value)
+
+    def table(self, key: str) -> _Table | None:
+        value = self.spec.get(key)
+        return None if value is None else _Table(self.settings, f"{self.where}.{key}", value)
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self.spec.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(key, "expected an array of tables ([[...]])")
+        return [_Table(self.settings, f"{self.where}.{key}[{i}]", v) for i, v in enumerate(value)]
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.spec) - allowed)
+        if unknown:
+            raise self.error(
+                unknown[0], f"unknown setting; expected one of {', '.join(sorted(allowed))}"
+            )
+
+
+ROUTING_KEYS = {"retries", "retry_on", "timeouts", "cooldown", "backoff"}
+MODEL_KEYS = ROUTING_KEYS | {
+    "provider",
+    "model",
+    "aliases",
+    "deployments",
+    "strategy",
+    "fallbacks",
+    "context_fallbacks",
+}
+
+
+def routing_defaults(settings: Settings) -> RoutingDefaults:
+    """The environment's timeouts and retries, refined by the file's ``[routing]`` table."""
+    base = RoutingDefaults(
+        timeouts=Timeouts(
+            connect=settings.connect_timeout,
+            first_byte=settings.upstream_timeout,
+            idle=settings.idle_timeout,
+            total=settings.total_timeout,
+        ),
+        retry=Retry(retries=settings.retries),
+    )
+    if "routing" not in settings.file:
+        return base
+    table = _Table(settings, "routing", settings.file["routing"])
+    table.check_keys(ROUTING_KEYS)
+    return RoutingDefaults(**_routing(table, base))
+
+
+Field = tuple[str, type, float]  # the dataclass field, its type, its least value
+TIMEOUT_FIELDS: dict[str, Field] = {
+    name: (name, float, 0.001) for name in ("connect", "first_byte", "idle", "total")
+}
+BACKOFF_FIELDS: dict[str, Field] = {
+    "base": ("backoff", float, 0.0),
+    "max": ("backoff_max", float, 0.0),
+    "retry_after_max": ("retry_after_max", float, 0.0),
+}
+COOLDOWN_FIELDS: dict[str, Field] = {
+    "failures": ("failures", int, 1),
+    "window": ("window", float, 0.001),
+    "seconds": ("seconds", float, 0.0),
+}
+
+
+def _replaced(value: T, table: _Table | None, fields: dict[str, Field]) -> T:
+    """``value`` (a frozen dataclass) with the fields that ``table`` sets."""
+    if table is None:
+        return value
+    table.check_keys(set(fields))
+    changes = {
+        name: table.number(key, kind, low)
+        for key, (name, kind, low) in fields.items()
+        if key in table.spec
+    }
+    return dataclasses.replace(value, **changes)  # type: ignore[type-var]
+
+
+def _retry_condition(value: object) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 100 <= value <= 599
+    return value in (CONNECTION, TIMEOUT)
+
+
+def _routing(table: _Table, base: RoutingDefaults) -> dict[str, Any]:
+    """A table's timeouts, retry and cooldown settings, over ``base``."""
+    retry = _replaced(base.retry, table.table("backoff"), BACKOFF_FIELDS)
+    if (retries := table.number("retries", int)) is not None:
+        retry = dataclasses.replace(retry, retries=retries)
+    if "retry_on" in table.spec:
+        conditions = table.spec["retry_on"]
+        if not isinstance(conditions, list) or not all(
+            (isinstance(c, int) and 100 <= c <= 599) or c in (CONNECTION, TIMEOUT)
+            for c in conditions
+        ):
+            raise table.error("retry_on", 'expected HTTP statuses and "connection" / "timeout"')
+        retry = dataclasses.replace(
+            retry,
+            statuses=frozenset(c for c in conditions if isinstance(c, int)),
+            on_connection=CONNECTION in conditions,
+            on_timeout=TIMEOUT in conditions,
+        )
+    return {
+        "timeouts": _replaced(base.timeouts, table.table("timeouts"), TIMEOUT_FIELDS),
+        "retry": retry,
+        "cooldown": _replaced(base.cooldown, table.table("cooldown"), COOLDOWN_FIELDS),
+    }
+
+
 def build_registry(settings: Settings) -> ModelRegistry:
     """Providers and models from the environment and the config file."""
     providers = _providers(settings)
@@ -214,31 +361,56 @@ def build_registry(settings: Settings) -> ModelRegistry:
         default = MockProvider()
     else:
         default = None
-    registry = ModelRegistry(default)
+    defaults = routing_defaults(settings)
+    registry = ModelRegistry(default, defaults)
     models = settings.file.get("models", {})
     if not isinstance(models, dict):
         raise _file_error(settings, "models", "expected a table of models")
+
+    def provider_of(table: _Table) -> Provider:
+        name = table.text("provider") or default_name
+        if name is None and default is not None:
+            return default
+        if name not in providers:
+            raise table.error("provider", f"unknown provider {name!r}")
+        return providers[name]
+
     for name, spec in models.items():
-        where = f"models.{name}"
-        if not isinstance(spec, dict):
-            raise _file_error(settings, where, "expected a table")
-        provider_name = spec.get("provider", default_name)
-        if provider_name is None and default is not None:
-            provider = default
-        elif provider_name in providers:
-            provider = providers[provider_name]
-        else:
-            raise _file_error(settings, f"{where}.provider", f"unknown provider {provider_name!r}")
-        upstream = spec.get("model")
-        aliases = spec.get("aliases", [])
-        if upstream is not None and not isinstance(upstream, str):
-            raise _file_error(settings, f"{where}.model", "expected a string")
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise _file_error(settings, f"{where}.aliases", "expected a list of strings")
+        model = _Table(settings, f"models.{name}", spec)
+        model.check_keys(MODEL_KEYS)
+        deployments = []
+        for d in model.tables("deployments"):
+            d.check_keys({"provider", "model", "weight", "rpm", "tpm", "timeout"})
+            deployments.append(
+                Deployment(
+                    provider_of(d),
+                    d.text("model"),
+                    weight=d.number("weight", float, 0.001) or 1.0,
+                    rpm=d.number("rpm", int, 1),
+                    tpm=d.number("tpm", int, 1),
+                    timeout=d.number("timeout", float, 0.001),
+                )
+            )
+        if not deployments:
+            deployments.append(Deployment(provider_of(model), model.text("model")))
+        elif "provider" in model.spec or "model" in model.spec:
+            raise model.error("deployments", "give either provider/model or deployments, not both")
         try:
-            registry.add(name, provider, upstream, aliases)
+            registry.add(
+                name,
+                deployments,
+                aliases=model.texts("aliases"),
+                strategy=model.text("strategy") or "least-inflight",
+                fallbacks=model.texts("fallbacks"),
+                context_fallbacks=model.texts("context_fallbacks"),
+                **_routing(model, defaults),
+            )
         except ValueError as exc:
-            raise _file_error(settings, where, str(exc)) from None
+            raise _file_error(settings, f"models.{name}", str(exc)) from None
+    try:
+        registry.check_fallbacks()
+    except ValueError as exc:
+        raise _file_error(settings, "models", str(exc)) from None
     return registry
 
 

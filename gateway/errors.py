@@ -133,6 +133,14 @@ class UpstreamStatusError(UpstreamError):
         return self.content
 
 
+class ShuttingDownError(GatewayError):
+    """The worker is stopping and its time to finish in-flight requests has run out."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+
 class InternalError(GatewayError):
     """A bug or a failing hook: the client gets a 500, the worker carries on."""
 

@@ -7,13 +7,16 @@ or ``StreamingResponse`` the core returns. Nothing here knows which server is in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from .errors import GatewayError, UpstreamStatusError
+from .errors import GatewayError, UpstreamStatusError, UpstreamTimeoutError
 from .payload import JSONMessage
 from .sse import aclose
+
+if TYPE_CHECKING:
+    from .timers import Timers
 
 HeaderList = list[tuple[str, str]]
 
@@ -78,12 +81,26 @@ class Response(JSONMessage):
 class StreamingResponse:
     """A response whose body is written to the client chunk by chunk, as it arrives.
 
-    An adapter writes what ``iterate()`` yields, in order. When the stream breaks,
-    ``iterate()`` yields the core's last words for the client (an SSE error event) and
-    stops; it lets go of the upstream however it ends.
+    An adapter writes what ``iterate()`` yields, in order. When the stream breaks — the
+    upstream fails, a hook fails, the upstream falls silent for ``idle`` seconds, or
+    ``abort(error)`` is called (at shutdown) — ``iterate()`` yields the gateway's last
+    words for the client (an SSE error event) and stops. However it ends, the upstream
+    is let go and ``on_close`` runs.
     """
 
-    __slots__ = ("_on_error", "chunks", "headers", "status")
+    __slots__ = (
+        "_aborted",
+        "_close_upstream",
+        "_idle",
+        "_on_close",
+        "_on_error",
+        "_running",
+        "_timers",
+        "chunks",
+        "headers",
+        "last_chunk_at",
+        "status",
+    )
 
     def __init__(
         self,
@@ -91,14 +108,42 @@ class StreamingResponse:
         headers: HeaderList,
         chunks: AsyncIterator[bytes],
         on_error: Callable[[Exception], Awaitable[bytes | None]] | None = None,
+        *,
+        close_upstream: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+        timers: Timers | None = None,
+        idle: float | None = None,
+        running: set[StreamingResponse] | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.chunks = chunks
         self._on_error = on_error
+        self._close_upstream = close_upstream
+        self._on_close = on_close
+        self._timers = timers
+        self._idle = idle if timers is not None else None
+        self._aborted: GatewayError | None = None
+        self._running = running  # where a stream is known while it runs (for shutdown)
+        self.last_chunk_at = 0.0
 
     async def fail(self, error: Exception) -> bytes | None:
         return None if self._on_error is None else await self._on_error(error)
+
+    def abort(self, error: GatewayError) -> None:
+        """End the stream now: drop the upstream; the client gets ``error`` as last words."""
+        self._aborted = error
+        if self._close_upstream is not None:
+            self._close_upstream()
+
+    def _check_idle(self) -> None:
+        timers, idle = self._timers, self._idle
+        assert timers is not None and idle is not None
+        silent = timers.clock() - self.last_chunk_at
+        if silent < idle:
+            timers.add(self, idle - silent, self._check_idle)
+        else:
+            self.abort(UpstreamTimeoutError(f"The upstream sent nothing for {idle:g} s."))
 
     async def aclose(self) -> None:
         await aclose(self.chunks)
@@ -106,6 +151,13 @@ class StreamingResponse:
     async def iterate(self) -> AsyncIterator[bytes]:
         """Every chunk as it arrives — for servers that pull from an iterator."""
         next_chunk = self.chunks.__anext__
+        timers = self._timers
+        clock = timers.clock if self._idle is not None else None  # type: ignore[union-attr]
+        if clock is not None:
+            self.last_chunk_at = clock()
+            timers.add(self, self._idle, self._check_idle)  # type: ignore[union-attr, arg-type]
+        if self._running is not None:
+            self._running.add(self)
         try:
             while True:
                 try:
@@ -115,12 +167,20 @@ class StreamingResponse:
                 except Exception as error:
                     # The stream broke upstream or in a hook (errors in writing to the
                     # client surface in the adapter, not here): send the last words.
-                    if tail := await self.fail(error):
+                    if tail := await self.fail(self._aborted or error):
                         yield tail
                     return
+                if clock is not None:
+                    self.last_chunk_at = clock()
                 yield chunk
         finally:
+            if timers is not None:
+                timers.remove(self)
+            if self._running is not None:
+                self._running.discard(self)
             await self.aclose()
+            if self._on_close is not None:
+                self._on_close()
 
     def __repr__(self) -> str:
         return f"<StreamingResponse {self.status}>"

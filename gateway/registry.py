@@ -1,56 +1,139 @@
-"""The model registry: public model names to a provider and an optional upstream name."""
+"""The model registry: public model names to deployments, policies and fallbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from .balancing import Balancer, Deployment
 from .errors import ModelNotFoundError
+from .policy import Cooldown, Retry, RoutingDefaults, Timeouts
 from .providers import Provider
 
 
 class Route:
-    """Where one public model name goes; ``upstream_model`` rewrites the name on the way."""
+    """Where one public model name goes, and how it behaves when its upstreams fail."""
 
-    __slots__ = ("name", "provider", "upstream_model")
+    __slots__ = (
+        "balancer",
+        "context_fallbacks",
+        "cooldown",
+        "fallbacks",
+        "name",
+        "retry",
+        "timeouts",
+    )
 
-    def __init__(self, name: str, provider: Provider, upstream_model: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        deployments: Sequence[Deployment],
+        *,
+        strategy: str = "least-inflight",
+        fallbacks: Sequence[str] = (),
+        context_fallbacks: Sequence[str] = (),
+        timeouts: Timeouts | None = None,
+        retry: Retry | None = None,
+        cooldown: Cooldown | None = None,
+    ) -> None:
+        defaults = RoutingDefaults()
         self.name = name
-        self.provider = provider
-        # A rewrite to the same name is no rewrite: the body is then forwarded untouched.
-        self.upstream_model = upstream_model if upstream_model != name else None
+        self.balancer = Balancer(deployments, strategy)
+        self.fallbacks = tuple(fallbacks)
+        self.context_fallbacks = tuple(context_fallbacks)
+        self.timeouts = timeouts or defaults.timeouts
+        self.retry = retry or defaults.retry
+        self.cooldown = cooldown or defaults.cooldown
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return self.balancer.deployments
+
+    @property
+    def provider(self) -> Provider:
+        """The first deployment's provider (the only one, for most models)."""
+        return self.balancer.deployments[0].provider
+
+    @property
+    def upstream_model(self) -> str | None:
+        return self.balancer.deployments[0].upstream_model
 
     def __repr__(self) -> str:
-        target = f" as {self.upstream_model!r}" if self.upstream_model else ""
-        return f"<Route {self.name!r} -> {self.provider.name}{target}>"
+        return f"<Route {self.name!r} -> {', '.join(d.name for d in self.deployments)}>"
 
 
 class ModelRegistry:
     """Resolves a requested model name.
 
     With models listed, only they (and their aliases) are served; anything else is a
-    404 ``model_not_found``. With none listed, every model goes to ``default``.
+    404 ``model_not_found``. With none listed, every model goes to ``default``. Values a
+    model does not set come from ``defaults``.
     """
 
-    def __init__(self, default: Provider | None = None) -> None:
+    def __init__(
+        self, default: Provider | None = None, defaults: RoutingDefaults | None = None
+    ) -> None:
         self.default = default
+        self.defaults = defaults or RoutingDefaults()
         self._routes: dict[str, Route] = {}
         self._listed: list[str] = []
-        self._default_route = Route("", default) if default is not None else None
+        self._default_route = (
+            self._route("", [Deployment(default)]) if default is not None else None
+        )
+
+    def _route(self, name: str, deployments: Sequence[Deployment], **options: object) -> Route:
+        defaults = self.defaults
+        for key in ("timeouts", "retry", "cooldown"):
+            if options.get(key) is None:
+                options[key] = getattr(defaults, key)
+        return Route(name, deployments, **options)  # type: ignore[arg-type]
 
     def add(
         self,
         name: str,
-        provider: Provider,
+        target: Provider | Deployment | Sequence[Deployment],
         upstream_model: str | None = None,
         aliases: Iterable[str] = (),
+        *,
+        strategy: str = "least-inflight",
+        fallbacks: Sequence[str] = (),
+        context_fallbacks: Sequence[str] = (),
+        timeouts: Timeouts | None = None,
+        retry: Retry | None = None,
+        cooldown: Cooldown | None = None,
     ) -> Route:
-        route = Route(name, provider, upstream_model)
+        """Serve ``name`` (and ``aliases``) by one provider or several deployments."""
+        if isinstance(target, Provider):
+            deployments: Sequence[Deployment] = [Deployment(target, upstream_model)]
+        elif isinstance(target, Deployment):
+            deployments = [target]
+        else:
+            deployments = list(target)
+        for deployment in deployments:
+            if deployment.upstream_model == name:
+                deployment.upstream_model = None  # a rewrite to the same name is no rewrite
+        route = self._route(
+            name,
+            deployments,
+            strategy=strategy,
+            fallbacks=fallbacks,
+            context_fallbacks=context_fallbacks,
+            timeouts=timeouts,
+            retry=retry,
+            cooldown=cooldown,
+        )
         for public in (name, *aliases):
             if public in self._routes:
                 raise ValueError(f"model name {public!r} is registered twice")
             self._routes[public] = route
             self._listed.append(public)
         return route
+
+    def check_fallbacks(self) -> None:
+        """Every fallback names a listed model (called once everything is added)."""
+        for route in self._routes.values():
+            for fallback in (*route.fallbacks, *route.context_fallbacks):
+                if fallback not in self._routes:
+                    raise ValueError(f"model {route.name!r}: unknown fallback model {fallback!r}")
 
     @property
     def is_open(self) -> bool:
@@ -66,7 +149,8 @@ class ModelRegistry:
         if self.default is not None:
             seen[id(self.default)] = self.default
         for route in self._routes.values():
-            seen.setdefault(id(route.provider), route.provider)
+            for deployment in route.deployments:
+                seen.setdefault(id(deployment.provider), deployment.provider)
         return list(seen.values())
 
     def resolve(self, model: str) -> Route:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -29,11 +30,13 @@ class Timers:
         self.idle = idle
         self._due: dict[Hashable, tuple[float, Callback, tuple[Any, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._time: Callable[[], float] = lambda: 0.0  # the loop's clock, once started
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the loop's clock, once started
         self.sweeps = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._time = loop.time
+        self.loop = loop
+        self.clock = loop.time
         self._task = loop.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -45,7 +48,7 @@ class Timers:
 
     def add(self, key: Hashable, seconds: float, callback: Callback, *args: Any) -> None:
         """Call ``callback(*args)`` in ``seconds``, or up to one sweep interval later."""
-        self._due[key] = (self._time() + seconds, callback, args)
+        self._due[key] = (self.clock() + seconds, callback, args)
 
     def remove(self, key: Hashable) -> bool:
         """Forget a timer; ``False`` when there was none (it has fired already)."""
@@ -59,7 +62,7 @@ class Timers:
         while True:
             await asyncio.sleep(self.resolution if due else self.idle)
             self.sweeps += 1
-            now = self._time()
+            now = self.clock()
             expired = [key for key, (at, _, _) in due.items() if at <= now]
             for key in expired:
                 _, callback, args = due.pop(key)

@@ -72,11 +72,11 @@ def test_model_is_rewritten_for_its_provider(config_gateway, upstream):
     assert sent.headers["Authorization"] == "Bearer alpha-key"
 
 
-def test_alias_reaches_its_provider_unchanged(config_gateway, upstream):
+def test_alias_reaches_its_provider_under_the_models_own_name(config_gateway, upstream):
     completion = sdk(config_gateway).chat.completions.create(model="b-alias", messages=MESSAGES)
     assert completion.choices[0].message.content == "echo: hi"
     sent = upstream.last()
-    assert sent.json["model"] == "b-alias"
+    assert sent.json["model"] == "public-b"  # the upstream knows the model, not the alias
     assert sent.headers["x-provider"] == "beta"
     assert sent.headers["Authorization"] == "Bearer beta-key"
 

@@ -10,9 +10,15 @@ upstream through the gateway without a side channel:
     sse-endless          an event every 50 ms until the client goes away
     sse-drop             two events, then the connection is cut
     status:CODE          that status with an OpenAI error body (429 adds Retry-After: 7)
+    fail:CODE:N          CODE for this model's first N requests here, then echo
+    retry-after:SECONDS  429 with that Retry-After
+    context              400 context_length_exceeded
     hang                 never answers
     slow:SECONDS         answers after SECONDS
     drop                 cuts the connection without answering
+    cut-body             sends headers and half the body, then cuts the connection
+    sse-empty-drop       200 text/event-stream, then cuts the connection before any event
+    sse-stall:N          N events, then silence until the client goes away
 
 Every request is recorded (method, path, query, headers, body); cancellations and
 closed connections are recorded as events.
@@ -51,6 +57,7 @@ class Recorded:
     query: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> Any:
@@ -63,6 +70,7 @@ class Upstream:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -120,6 +128,7 @@ class Upstream:
     def clear(self) -> None:
         self.requests.clear()
         self.events.clear()
+        self.counts.clear()
 
     def wait_for_event(self, name: str, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -168,8 +177,33 @@ class Upstream:
                 headers={"Set-Cookie": "upstream-session=1", "X-Upstream": "passthrough"},
             )
         kind, _, arg = model.partition(":")
+        self.counts[model] = seen = self.counts.get(model, 0) + 1
         if kind == "status":
             return self._error(int(arg))
+        if kind == "fail":
+            code, _, times = arg.partition(":")
+            if seen <= int(times):
+                return self._error(int(code))
+        if kind == "retry-after":
+            error = {"message": "slow down", "type": "rate_limit", "param": None, "code": None}
+            return web.json_response({"error": error}, status=429, headers={"Retry-After": arg})
+        if kind == "context":
+            error = {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+            return web.json_response({"error": error}, status=400)
+        if kind == "cut-body":
+            response = web.StreamResponse(
+                headers={"Content-Type": "application/json", "Content-Length": "200"}
+            )
+            await response.prepare(request)
+            await response.write(b'{"id": "half", "choices": [')
+            await asyncio.sleep(0.05)
+            request.transport.close()  # type: ignore[union-attr]
+            return response
         if kind == "hang":
             self.events.append("hang-started")
             try:
@@ -221,6 +255,15 @@ class Upstream:
         count_n = int(count) if count else 5
         delay = float(delay_text) if delay_text else 0.0
         try:
+            if kind == "sse-empty-drop":
+                await asyncio.sleep(0.05)
+                request.transport.close()  # type: ignore[union-attr]
+                return response
+            if kind == "sse-stall":
+                for i in range(count_n):
+                    await response.write(_event(chat, f"tok{i} "))
+                self.events.append("stalled")
+                await asyncio.sleep(3600)
             if kind == "sse-endless":
                 self.events.append("endless-started")
                 i = 0

@@ -27,9 +27,10 @@ class UpstreamRequest(JSONMessage):
 
     ``before_request`` hooks get this object and may edit any part of it: the body (as
     bytes, through ``json``, or through the ``typed()`` view), the headers, the query.
+    ``connect_timeout`` is the model's, set by the gateway for each attempt.
     """
 
-    __slots__ = ("headers", "method", "path", "query")
+    __slots__ = ("connect_timeout", "headers", "method", "path", "query")
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class UpstreamRequest(JSONMessage):
         self.path = path
         self.query = query
         self.headers = headers
+        self.connect_timeout: float | None = None
 
     def __repr__(self) -> str:
         return f"<UpstreamRequest {self.method} {self.path}>"
@@ -63,9 +65,19 @@ class UpstreamResponse(Protocol):
 
     async def read(self) -> bytes: ...
 
-    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+    async def first_chunk(self) -> bytes:
+        """Read the body's first chunk ahead (``b""`` if there is none); ``iter_chunks()``
+        then yields it first. The gateway reads it before answering the client, so that
+        a stream that breaks before its first byte can still be retried."""
+        ...
 
-    def close(self) -> None: ...
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Every chunk of the body as it arrives, the one read ahead included."""
+        ...
+
+    def close(self) -> None:
+        """Drop the response (and its connection, unless the body was read to the end)."""
+        ...
 
 
 class Provider:

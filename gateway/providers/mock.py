@@ -54,9 +54,12 @@ class MockResponse:
     async def read(self) -> bytes:
         return self._body if self._chunks is None else b"".join(self._chunks)
 
+    async def first_chunk(self) -> bytes:
+        return (self._chunks or [self._body])[0]  # prepared: nothing to wait for
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks if self._chunks is not None else [self._body]:
-            if self._delay:
+        for i, chunk in enumerate(self._chunks if self._chunks is not None else [self._body]):
+            if self._delay and i:
                 await asyncio.sleep(self._delay)
             yield chunk
 

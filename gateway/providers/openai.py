@@ -24,10 +24,11 @@ _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 class HTTPUpstreamResponse:
     """An aiohttp response seen through the provider interface."""
 
-    __slots__ = ("_response", "content_type", "headers", "status")
+    __slots__ = ("_first", "_response", "content_type", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self._first: bytes | None = None
         self.status = response.status
         headers = response.headers
         self.headers = passable_headers(headers.items())
@@ -42,9 +43,19 @@ class HTTPUpstreamResponse:
         finally:
             self._response.release()
 
+    async def first_chunk(self) -> bytes:
+        try:
+            self._first = await self._response.content.readany()
+        except (aiohttp.ClientError, ValueError) as exc:
+            self._response.close()
+            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+        return self._first
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         response = self._response
         try:
+            if self._first:
+                yield self._first
             async for chunk in response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, ValueError) as exc:
@@ -84,6 +95,7 @@ class OpenAIProvider(Provider):
         if api_key:
             self._headers.append(("authorization", f"Bearer {api_key}"))
         self._urls = {path: self._build_url(path, "") for path in _COMMON_PATHS}
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # one per connect timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self, session: aiohttp.ClientSession) -> None:
@@ -109,6 +121,12 @@ class OpenAIProvider(Provider):
         url = None if request.query else self._urls.get(request.path)
         if url is None:
             url = self._build_url(request.path, request.query)
+        connect = request.connect_timeout
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect
+            )
         try:
             response = await session.request(
                 request.method,
@@ -116,6 +134,7 @@ class OpenAIProvider(Provider):
                 data=request.body or None,
                 headers=request.headers + self._headers,
                 allow_redirects=False,
+                timeout=timeout,
             )
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnavailableError(

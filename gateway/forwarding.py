@@ -1,0 +1,225 @@
+"""Getting an answer from upstream: deployments, retries, backoff, fallbacks, deadlines.
+
+One request may take several attempts: on the model's deployments (each chosen by its
+strategy, cooling ones skipped), with backoff between them, then on its fallback models.
+Everything happens before the client has been sent a byte — for streams too, whose
+first chunk is read as part of the attempt — so a failed attempt leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from . import multipart
+from .balancing import Deployment
+from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from .http import HeaderList, header_value
+from .payload import JSONBody
+from .policy import retry_after
+from .providers import UpstreamRequest, UpstreamResponse
+from .registry import ModelRegistry, Route
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+
+logger = logging.getLogger("gateway")
+
+# Media types passed on as they arrive; anything else is read whole first.
+STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-stream")
+CONTEXT_EXCEEDED = b"context_length_exceeded"
+
+
+class Answer:
+    """The upstream answer an exchange settled on, with what the client is told about it."""
+
+    __slots__ = ("content", "deployment", "first_byte_at", "headers", "streamed", "upstream")
+
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        content: bytes,
+        streamed: bool,
+        deployment: Deployment,
+        headers: HeaderList,
+    ) -> None:
+        self.upstream = upstream
+        self.content = content  # the whole body, unless streamed
+        self.streamed = streamed
+        self.deployment = deployment
+        self.headers = headers  # the upstream's, plus the gateway's x-gateway-* headers
+
+    def finished(self) -> None:
+        """The answer has been passed on (or abandoned): the deployment is free again."""
+        self.deployment.inflight -= 1
+
+
+class Forwarder:
+    """Runs the attempts of one request against a model's deployments and fallbacks."""
+
+    def __init__(self, registry: ModelRegistry, timers: Timers) -> None:
+        self.registry = registry
+        self.timers = timers
+
+    async def exchange(
+        self, ctx: RequestContext, route: Route, outgoing: UpstreamRequest, model: str | None
+    ) -> Answer:
+        """The first good answer, or the last failure raised (``x-gateway-attempts`` added).
+
+        ``model`` is the name in ``outgoing.body``; each attempt's body names the model
+        its deployment expects.
+        """
+        clock = self.timers.clock
+        started = clock()
+        budget = route.timeouts.total
+        body, sent_model = outgoing.body, model
+        attempts = 0
+        error: GatewayError | None = None
+        candidates = [route]
+        context_switched = False
+        index = 0
+        while index < len(candidates):
+            candidate = candidates[index]
+            index += 1
+            retry = candidate.retry
+            tried: list[Deployment] = []
+            for attempt in range(retry.retries + 1):
+                left = budget - (clock() - started)
+                if left <= 0:
+                    break
+                deployment = candidate.balancer.pick(clock(), tried)
+                tried.append(deployment)
+                target = deployment.upstream_model or candidate.name or model
+                if target != sent_model:  # this deployment expects another name
+                    outgoing.body = body if target == model else _with_model(outgoing, body, target)
+                    sent_model = target
+                outgoing.connect_timeout = candidate.timeouts.connect
+                ctx.provider, ctx.upstream_model = deployment.provider, target
+                attempts += 1
+                first_byte = min(deployment.timeout or candidate.timeouts.first_byte, left)
+                try:
+                    answer = await self._attempt(ctx, deployment, outgoing, first_byte)
+                except UpstreamError as failure:
+                    error = failure
+                    if not self._retryable(failure, candidate, deployment):
+                        if (
+                            not context_switched
+                            and route.context_fallbacks
+                            and isinstance(failure, UpstreamStatusError)
+                            and CONTEXT_EXCEEDED in failure.content
+                        ):
+                            # Too long for this model: try the larger ones, not this one again.
+                            context_switched = True
+                            candidates = [
+                                *candidates[:index],
+                                *self._resolve(route.context_fallbacks),
+                            ]
+                            break
+                        raise _told(failure, attempts) from None
+                    if attempt < retry.retries:
+                        wait = retry.delay(attempt, _retry_after(failure))
+                        if clock() - started + wait >= budget:
+                            break
+                        await asyncio.sleep(wait)
+                    continue
+                answer.headers += [
+                    ("x-gateway-attempts", str(attempts)),
+                    ("x-gateway-deployment", deployment.name),
+                    ("x-gateway-model", candidate.name or model or ""),
+                ]
+                return answer
+            if candidate is route and not context_switched:
+                candidates += self._resolve(route.fallbacks)
+        if error is None:
+            error = UpstreamTimeoutError(f"No attempt could start within {budget:g} s.")
+        raise _told(error, attempts)
+
+    def _resolve(self, names: tuple[str, ...]) -> list[Route]:
+        return [self.registry.resolve(name) for name in names]
+
+    def _retryable(self, failure: UpstreamError, route: Route, deployment: Deployment) -> bool:
+        """Whether to try again — and, for a failure of the deployment, count it."""
+        retry = route.retry
+        if isinstance(failure, UpstreamStatusError):
+            retryable = failure.status in retry.statuses
+        elif isinstance(failure, UpstreamTimeoutError):
+            retryable = retry.on_timeout
+        else:  # unreachable, or broke off before answering
+            retryable = retry.on_connection
+        if retryable or not isinstance(failure, UpstreamStatusError):
+            now = self.timers.clock()
+            if deployment.failed(now, route.cooldown):
+                logger.warning(
+                    "deployment %s of %r cools down for %g s after %d failures",
+                    deployment.name,
+                    route.name,
+                    route.cooldown.seconds,
+                    route.cooldown.failures,
+                )
+        return retryable
+
+    async def _attempt(
+        self,
+        ctx: RequestContext,
+        deployment: Deployment,
+        outgoing: UpstreamRequest,
+        first_byte: float,
+    ) -> Answer:
+        """One try: the status, headers and first chunk (or whole body) within ``first_byte``."""
+        timers = self.timers
+        task = asyncio.current_task(timers.loop)
+        assert task is not None
+        # The deadline cancels this task; a cancellation with the timer gone is the deadline's.
+        timers.add(task, first_byte, task.cancel)
+        clock = timers.clock
+        sent = clock()
+        deployment.started(sent)
+        upstream: UpstreamResponse | None = None
+        try:
+            upstream = await deployment.provider.send(ctx, outgoing)
+            deployment.answered(clock() - sent)
+            streamed = upstream.status < 400 and upstream.content_type.startswith(STREAMED_TYPES)
+            content = await upstream.first_chunk() if streamed else await upstream.read()
+        except asyncio.CancelledError:
+            deployment.inflight -= 1
+            if upstream is not None:
+                upstream.close()
+            if timers.remove(task):
+                raise  # cancelled from outside: the client left, or the worker stops
+            task.uncancel()
+            raise UpstreamTimeoutError(
+                f"Upstream '{deployment.name}' did not answer within {first_byte:g} s."
+            ) from None
+        except BaseException:
+            deployment.inflight -= 1
+            raise
+        finally:
+            timers.remove(task)
+        if upstream.status >= 400:
+            deployment.inflight -= 1
+            raise UpstreamStatusError(upstream.status, upstream.headers, content)
+        return Answer(
+            upstream, b"" if streamed else content, streamed, deployment, upstream.headers
+        )
+
+
+def _retry_after(failure: UpstreamError) -> float | None:
+    return retry_after(failure.headers) if isinstance(failure, UpstreamStatusError) else None
+
+
+def _told(error: GatewayError, attempts: int) -> GatewayError:
+    """The error, carrying how many attempts were made."""
+    error.headers = [*error.headers, ("x-gateway-attempts", str(attempts))]
+    return error
+
+
+def _with_model(outgoing: UpstreamRequest, body: bytes, model: str) -> bytes:
+    """``body`` naming ``model``: a JSON body's top-level field, or a multipart field."""
+    boundary = multipart.boundary_of(header_value(outgoing.headers, "content-type"))
+    if boundary is not None:
+        return multipart.replace_field(body, boundary, "model", model)
+    fields = JSONBody(body)
+    fields["model"] = model
+    return fields.to_bytes()
