@@ -96,6 +96,7 @@ def main() -> int:
         port=settings.port,
         workers=settings.workers,
         max_concurrency=settings.max_concurrency,
+        drain_seconds=settings.drain_seconds,
         log_level=settings.log_level,
     )
     return 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -116,5 +120,34 @@ def test_workers_serve_on_one_port_each_with_its_own_process(
         # Each worker numbers its requests under a prefix of its own: "req_" + 12 hex.
         prefixes = {i[:16] for i in ids}
         assert len(prefixes) == 2, prefixes
+    finally:
+        process.stop()
+
+
+def _workers(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task").glob("*/children")
+    return {int(child) for path in children for child in path.read_text().split()}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_worker_that_dies_is_replaced_and_the_others_serve_on(
+    server, upstream_server, tmp_path_factory
+):
+    env = upstream_env(upstream_server, GATEWAY_WORKERS="2")
+    process = start_gateway(tmp_path_factory, server, env)
+    body = b'{"model": "echo", "messages": [{"role": "user", "content": "x"}]}'
+    try:
+        before = _workers(process.process.pid)
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while len((_workers(process.process.pid) - {victim})) < 2:
+            assert time.monotonic() < deadline, process.log()
+            time.sleep(0.1)
+        assert victim not in _workers(process.process.pid)
+        for _ in range(50):
+            assert raw_request(process.url, "POST", "/v1/chat/completions", body).status == 200
+        assert process.process.poll() is None
     finally:
         process.stop()

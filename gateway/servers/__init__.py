@@ -4,6 +4,9 @@ writes back the core's responses. No routing, hook or error logic lives here."""
 from __future__ import annotations
 
 import gc
+import signal
+from collections.abc import Callable
+from types import FrameType
 
 
 def freeze_startup_heap() -> None:
@@ -15,3 +18,21 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def on_stop_signal(callback: Callable[[], object]) -> None:
+    """Also call ``callback`` on SIGTERM and SIGINT, after whatever handles them already.
+
+    The servers stop on these signals themselves; chaining keeps their handling and lets
+    the gateway bound the drain. ``callback`` runs in a signal handler: it should only
+    schedule work (``loop.call_soon_threadsafe``).
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(number: int, frame: FrameType | None, previous: object = previous) -> None:
+            callback()
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(signum, handler)

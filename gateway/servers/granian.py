@@ -10,7 +10,7 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..app import Gateway
 from ..http import Request, StreamingResponse
-from . import freeze_startup_heap
+from . import freeze_startup_heap, on_stop_signal
 
 # When the client leaves, cancelling the request's task closes the upstream connection,
 # which is how the upstream learns to stop generating. Granian's client_disconnect()
@@ -24,8 +24,10 @@ ARM_AFTER = 0.25
 class RSGIApp:
     """One per worker process. The worker's loop runs ``startup`` before serving."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, drain_seconds: float = 30.0) -> None:
         self.gateway = gateway
+        self.drain_seconds = drain_seconds
+        self._draining: asyncio.Task[None] | None = None
         self._max_body = gateway.limits.max_body_bytes
         # The client-disconnect watch: armed per request by the core's coarse timers (keyed
         # by the request's protocol object; the core keys its own by task), see ARM_AFTER.
@@ -39,8 +41,17 @@ class RSGIApp:
         self._loop = loop
         loop.run_until_complete(self.gateway.startup())
         freeze_startup_heap()
+        on_stop_signal(lambda: loop.call_soon_threadsafe(self._drain))
+
+    def _drain(self) -> None:
+        # Granian has stopped accepting and waits for what is in flight; the gateway
+        # bounds that wait, ending what is left after GATEWAY_DRAIN_SECONDS.
+        if self._draining is None:
+            self._draining = self._loop.create_task(self.gateway.drain(self.drain_seconds))
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._draining is not None:
+            loop.run_until_complete(self._draining)
         loop.run_until_complete(self.gateway.shutdown())
 
     async def __rsgi__(self, scope: Scope, protocol: HTTPProtocol) -> None:
@@ -106,10 +117,11 @@ def serve(
     port: int,
     workers: int,
     max_concurrency: int,
+    drain_seconds: float = 30.0,
     log_level: str = "info",
     **options: Any,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. Each worker builds its own gateway by ``make_gateway``."""
+    """Serve until SIGINT/SIGTERM, then drain. Each worker gets its gateway by ``make_gateway``."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
@@ -125,6 +137,9 @@ def serve(
         backpressure=max_concurrency,
         log_level=LogLevels(log_level),
         websockets=False,
+        # A worker that has not finished draining well after its time is killed.
+        workers_kill_timeout=int(drain_seconds) + 15,
+        respawn_failed_workers=True,  # a worker that dies is replaced; the others serve on
         **options,
     )
-    server.serve(target_loader=lambda: RSGIApp(make_gateway()), wrap_loader=False)
+    server.serve(target_loader=lambda: RSGIApp(make_gateway(), drain_seconds), wrap_loader=False)

@@ -4,13 +4,22 @@ Robyn limits (0.88), measured and stated in the README: a streamed response hold
 thread per open stream, and Robyn does not tell a handler that its client has left. A
 dropped *stream* is still noticed (see ``_reap_abandoned_streams``); a dropped request
 that is still waiting for its upstream's answer is not, and runs until it is answered
-or times out.
+or times out. Robyn's own process pool does not drain on SIGTERM, so ``serve``
+supervises the worker processes itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import socket
+import stat
+import time
 from collections.abc import Callable
 
 from robyn import Headers as RobynHeaders
@@ -18,8 +27,9 @@ from robyn import Request as RobynRequest
 from robyn import Response as RobynResponse
 from robyn import Robyn
 from robyn.argument_parser import Config
+from robyn.processpool import spawn_process
 from robyn.responses import StreamingResponse as RobynStreamingResponse
-from robyn.robyn import get_version
+from robyn.robyn import SocketHeld, get_version
 
 from ..app import Gateway
 from ..http import HeaderList, Request, StreamingResponse
@@ -27,6 +37,12 @@ from . import freeze_startup_heap
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REAP_INTERVAL = 0.1
+# Robyn writes an answer, and starts pulling a stream, after its handler has returned,
+# and has no call to wait for either: a worker exits only once it has been idle this long.
+WRITE_GRACE = 0.5
+RESPAWN_PAUSE = 1.0
+
+logger = logging.getLogger("gateway")
 
 
 async def _reap_abandoned_streams(interval: float = REAP_INTERVAL) -> None:
@@ -93,19 +109,43 @@ def _headers(headers: HeaderList) -> RobynHeaders:
 class RobynAdapter:
     """Translates between Robyn's request/response objects and the core's."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, port: int = 0, drain_seconds: float = 30.0) -> None:
         self.gateway = gateway
+        self.port = port
+        self.drain_seconds = drain_seconds
         self._reaper: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
+        """Runs in each worker process, on its loop, before it serves."""
         await self.gateway.startup()
         freeze_startup_heap()
-        self._reaper = asyncio.get_running_loop().create_task(_reap_abandoned_streams())
+        loop = asyncio.get_running_loop()
+        self._reaper = loop.create_task(_reap_abandoned_streams())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop)
 
-    async def shutdown(self) -> None:
+    def _stop(self) -> None:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._drain_and_exit())
+
+    async def _drain_and_exit(self) -> None:
+        """Stop accepting, let what is in flight finish (within the drain), then exit 0."""
+        _stop_listening(self.port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_seconds
+        while True:
+            await self.gateway.drain(max(0.0, deadline - loop.time()))
+            await asyncio.sleep(WRITE_GRACE)
+            if not self.gateway.in_flight or loop.time() >= deadline:
+                break
         if self._reaper is not None:
             self._reaper.cancel()
         await self.gateway.shutdown()
+        # The loop is run twice: by Robyn's server.start, then by spawn_process after it
+        # returns. Stop the first run now, and the second as soon as it starts.
+        loop.stop()
+        loop.call_soon(loop.call_soon, loop.stop)
 
     async def __call__(self, request: RobynRequest) -> RobynResponse | RobynStreamingResponse:
         headers: RobynHeaders | _Headers = request.headers
@@ -138,16 +178,27 @@ class RobynAdapter:
         )
 
 
-def create_app(gateway: Gateway, *, processes: int = 1, log_level: str = "info") -> Robyn:
+def _stop_listening(port: int) -> None:
+    """Stop taking new connections: shut the listening socket Robyn holds (all workers
+    share it, and all are stopping). Robyn has no call for it; the kernel does."""
+    logging.getLogger("actix_server").setLevel(logging.CRITICAL)  # its accept loop complains
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        with contextlib.suppress(OSError):
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as listener:
+                accepting = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                if accepting and listener.getsockname()[1] == port:
+                    listener.shutdown(socket.SHUT_RD)
+
+
+def create_app(adapter: RobynAdapter, *, log_level: str = "info") -> Robyn:
     config = Config()
-    config.processes = processes
     config.workers = 1
     config.disable_openapi = True
     config.log_level = "WARNING" if log_level == "info" else log_level.upper()
     app = Robyn(__file__, config=config)
-    adapter = RobynAdapter(gateway)
     app.startup_handler(adapter.startup)
-    app.shutdown_handler(adapter.shutdown)
 
     async def handle(request: RobynRequest) -> RobynResponse | RobynStreamingResponse:
         return await adapter(request)
@@ -164,9 +215,74 @@ def serve(
     host: str,
     port: int,
     workers: int,
+    drain_seconds: float = 30.0,
     log_level: str = "info",
     **_: object,
 ) -> None:
-    """Serve until interrupted; the gateway is built once and each process starts its own."""
-    app = create_app(make_gateway(), processes=workers, log_level=log_level)
-    app.start(host=host, port=port, _check_port=False)
+    """Serve until SIGTERM/SIGINT, then drain; the gateway is built once, and each worker
+    process (forked) starts its own copy.
+
+    Robyn's own process pool kills its workers on SIGTERM (and a single Robyn process
+    ignores it), so the workers are supervised here: each runs Robyn's own worker
+    function; one that dies is replaced; on SIGTERM this parent forwards the signal,
+    waits for the workers to drain, and exits non-zero if one of them failed.
+    """
+    adapter = RobynAdapter(make_gateway(), port, drain_seconds)
+    app = create_app(adapter, log_level=log_level)
+    listener = SocketHeld(host, port)
+    prepared = (
+        app.directories,
+        app.request_headers,
+        app.router.get_routes(),
+        app.middleware_router.get_global_middlewares(),
+        app.middleware_router.get_route_middlewares(),
+        app.web_socket_router.get_routes(),
+        app.event_handlers,
+    )
+    context = multiprocessing.get_context("fork")
+
+    def run_worker(*args: object) -> None:
+        # A replacement worker is forked after this parent set its handlers below: until
+        # the worker's own startup sets its handlers, a signal must act as by default.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        spawn_process(*args)
+
+    def start_worker(number: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(
+            target=run_worker,
+            args=(*prepared, listener.try_clone(), 1, app.response_headers, None, 30, 20),
+            name=f"gateway-worker-{number}",
+        )
+        process.start()
+        return process
+
+    processes = [start_worker(number) for number in range(1, workers + 1)]
+    stopping = False
+
+    def stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
+        for number, process in enumerate(processes, 1):
+            if process.exitcode is not None and not stopping:
+                logger.error("worker %d exited with %s: starting another", number, process.exitcode)
+                processes[number - 1] = start_worker(number)
+                time.sleep(RESPAWN_PAUSE)  # a worker that dies at once must not spin the CPU
+    stop(signal.SIGTERM, None)  # again: a replacement may have started as the signal came
+    deadline = time.monotonic() + drain_seconds + 15
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:  # still running long after its drain: it is stuck
+            logger.error("worker %s did not drain in time: killing it", process.name)
+            process.kill()
+            process.join()
+    if any(process.exitcode != 0 for process in processes):
+        raise SystemExit(1)
