@@ -327,10 +327,7 @@ def _routing(table: _Table, base: RoutingDefaults) -> dict[str, Any]:
         retry = dataclasses.replace(retry, retries=retries)
     if "retry_on" in table.spec:
         conditions = table.spec["retry_on"]
-        if not isinstance(conditions, list) or not all(
-            (isinstance(c, int) and 100 <= c <= 599) or c in (CONNECTION, TIMEOUT)
-            for c in conditions
-        ):
+        if not isinstance(conditions, list) or not all(map(_retry_condition, conditions)):
             raise table.error("retry_on", 'expected HTTP statuses and "connection" / "timeout"')
         retry = dataclasses.replace(
             retry,

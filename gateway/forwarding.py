@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from . import multipart
 from .balancing import Deployment
 from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
@@ -30,6 +32,19 @@ logger = logging.getLogger("gateway")
 # Media types passed on as they arrive; anything else is read whole first.
 STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-stream")
 CONTEXT_EXCEEDED = b"context_length_exceeded"
+
+
+class _Usage(msgspec.Struct):
+    total_tokens: int = 0
+
+
+class _Usaged(msgspec.Struct):
+    """Only what a TPM hint needs of an answer: the rest is skipped, not decoded."""
+
+    usage: _Usage | None = None
+
+
+_read_usage = msgspec.json.Decoder(_Usaged).decode
 
 
 class Answer:
@@ -53,7 +68,17 @@ class Answer:
 
     def finished(self) -> None:
         """The answer has been passed on (or abandoned): the deployment is free again."""
-        self.deployment.inflight -= 1
+        deployment = self.deployment
+        deployment.inflight -= 1
+        if deployment.tpm is not None and self.content:
+            # Only whole answers count towards a TPM hint: a stream's usage, when asked
+            # for, comes in its last event, which is not decoded here.
+            try:
+                usage = _read_usage(self.content).usage
+            except msgspec.MsgspecError:
+                return
+            if usage is not None:
+                deployment.used_tokens(usage.total_tokens)
 
 
 class Forwarder:

@@ -142,7 +142,7 @@ def test_a_worker_that_dies_is_replaced_and_the_others_serve_on(
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while len((_workers(process.process.pid) - {victim})) < 2:
+        while len(_workers(process.process.pid) - {victim}) < 2:
             assert time.monotonic() < deadline, process.log()
             time.sleep(0.1)
         assert victim not in _workers(process.process.pid)

@@ -110,6 +110,19 @@ def test_lowest_latency_prefers_the_fastest_and_tries_the_unmeasured():
     assert balancer.pick(0.0).provider.name == "p1"
 
 
+def test_a_deployment_past_its_rpm_hint_is_chosen_only_when_all_are():
+    balancer = Balancer(deployments(1, 1), "round-robin")
+    a, b = balancer.deployments
+    a.rpm, b.rpm = 2, 3
+    for _ in range(2):
+        a.started(30.0)
+    assert {balancer.pick(31.0).provider.name for _ in range(6)} == {"p1"}
+    for _ in range(3):
+        b.started(31.0)
+    assert {balancer.pick(32.0).provider.name for _ in range(6)} == {"p0", "p1"}
+    assert {balancer.pick(61.0).provider.name for _ in range(6)} == {"p0", "p1"}  # new minute
+
+
 def test_cooldown_entry_and_exit_and_all_cooling_takes_the_least_recently_failed():
     balancer = Balancer(deployments(1, 1), "round-robin")
     a, b = balancer.deployments
@@ -380,3 +393,38 @@ async def test_deployments_rewrite_the_model_each_their_own_way(ups):
     assert response.status == 200
     assert ups[0].requests[0].json["model"] == "status:503"
     assert ups[1].requests[0].json["model"] == "their-name"
+
+
+async def test_a_tpm_hint_counts_the_tokens_of_whole_answers(ups):
+    registry = ModelRegistry()
+    registry.add(
+        "m",
+        # Each echo answer uses 7 tokens: a is past its hint after two.
+        [Deployment(provider(ups[0], "a"), tpm=10), Deployment(provider(ups[1], "b"))],
+        strategy="round-robin",
+    )
+    async with Gateway(registry) as gateway:
+        clock = gateway.timers.clock
+        if clock() % 60 > 55:  # the hints count per minute: start well inside one
+            await asyncio.sleep(60 - clock() % 60)
+        for _ in range(10):
+            assert (await gateway.handle(chat("m"))).status == 200
+    assert len(ups[0].requests) == 2
+    assert len(ups[1].requests) == 8
+
+
+async def test_lowest_latency_sends_most_requests_to_the_upstream_that_answers_first(ups):
+    registry = ModelRegistry()
+    registry.add(
+        "m",
+        [
+            Deployment(provider(ups[0], "slow"), "slow:0.15"),
+            Deployment(provider(ups[1], "fast"), "echo"),
+        ],
+        strategy="lowest-latency",
+    )
+    async with Gateway(registry) as gateway:
+        for _ in range(10):
+            assert (await gateway.handle(chat("m"))).status == 200
+    assert len(ups[0].requests) == 1  # measured once, then passed over
+    assert len(ups[1].requests) == 9
