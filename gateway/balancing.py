@@ -30,11 +30,14 @@ class Deployment:
         "_failures",
         "_minute",
         "cooling_until",
+        "header",
         "inflight",
         "last_failure",
         "latency",
+        "measured",
         "minute_requests",
         "minute_tokens",
+        "name",
         "provider",
         "rpm",
         "timeout",
@@ -57,26 +60,21 @@ class Deployment:
             raise ValueError(f"a deployment's weight must be positive, got {weight}")
         self.provider = provider
         self.upstream_model = upstream_model
+        self.name = f"{provider.name}/{upstream_model}" if upstream_model else provider.name
+        self.header = ("x-gateway-deployment", self.name)  # built once, sent with each answer
         self.weight = weight
         self.rpm = rpm
         self.tpm = tpm
         self.timeout = timeout
         self.inflight = 0
         self.latency: float | None = None
+        self.measured = False  # whether its latency is wanted (by the lowest-latency strategy)
         self._failures: deque[float] = deque()
         self.cooling_until = 0.0
         self.last_failure = 0.0
         self._minute = 0
         self.minute_requests = 0
         self.minute_tokens = 0
-
-    @property
-    def name(self) -> str:
-        return (
-            f"{self.provider.name}/{self.upstream_model}"
-            if self.upstream_model
-            else self.provider.name
-        )
 
     def cooling(self, now: float) -> bool:
         return now < self.cooling_until
@@ -139,6 +137,9 @@ class Balancer:
         self.strategy = strategy
         self._counter = itertools.count()
         self._single = deployments[0] if len(deployments) == 1 else None
+        if strategy == "lowest-latency":
+            for deployment in deployments:
+                deployment.measured = True
 
     def pick(self, now: float, tried: Collection[Deployment] = ()) -> Deployment:
         """The deployment for the next attempt.

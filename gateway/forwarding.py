@@ -111,10 +111,11 @@ class Forwarder:
             retry = candidate.retry
             tried: list[Deployment] = []
             for attempt in range(retry.retries + 1):
-                left = budget - (clock() - started)
+                now = clock()
+                left = budget - (now - started)
                 if left <= 0:
                     break
-                deployment = candidate.balancer.pick(clock(), tried)
+                deployment = candidate.balancer.pick(now, tried)
                 tried.append(deployment)
                 target = deployment.upstream_model or candidate.name or model
                 if target != sent_model:  # this deployment expects another name
@@ -125,7 +126,7 @@ class Forwarder:
                 attempts += 1
                 first_byte = min(deployment.timeout or candidate.timeouts.first_byte, left)
                 try:
-                    answer = await self._attempt(ctx, deployment, outgoing, first_byte)
+                    answer = await self._attempt(ctx, deployment, outgoing, now, first_byte)
                 except UpstreamError as failure:
                     error = failure
                     if not self._retryable(failure, candidate, deployment):
@@ -149,11 +150,10 @@ class Forwarder:
                             break
                         await asyncio.sleep(wait)
                     continue
-                answer.headers += [
-                    ("x-gateway-attempts", str(attempts)),
-                    ("x-gateway-deployment", deployment.name),
-                    ("x-gateway-model", candidate.name or model or ""),
-                ]
+                headers = answer.headers
+                headers.append(_attempts_header(attempts))
+                headers.append(deployment.header)
+                headers.append(candidate.header or ("x-gateway-model", model or ""))
                 return answer
             if candidate is route and not context_switched:
                 candidates += self._resolve(route.fallbacks)
@@ -190,6 +190,7 @@ class Forwarder:
         ctx: RequestContext,
         deployment: Deployment,
         outgoing: UpstreamRequest,
+        sent: float,
         first_byte: float,
     ) -> Answer:
         """One try: the status, headers and first chunk (or whole body) within ``first_byte``."""
@@ -198,13 +199,12 @@ class Forwarder:
         assert task is not None
         # The deadline cancels this task; a cancellation with the timer gone is the deadline's.
         timers.add(task, first_byte, task.cancel)
-        clock = timers.clock
-        sent = clock()
         deployment.started(sent)
         upstream: UpstreamResponse | None = None
         try:
             upstream = await deployment.provider.send(ctx, outgoing)
-            deployment.answered(clock() - sent)
+            if deployment.measured:
+                deployment.answered(timers.clock() - sent)
             streamed = upstream.status < 400 and upstream.content_type.startswith(STREAMED_TYPES)
             content = await upstream.first_chunk() if streamed else await upstream.read()
         except asyncio.CancelledError:
@@ -234,9 +234,19 @@ def _retry_after(failure: UpstreamError) -> float | None:
     return retry_after(failure.headers) if isinstance(failure, UpstreamStatusError) else None
 
 
+# Built once: most answers take one attempt, and allocations cost on the hot path.
+_ATTEMPTS_HEADERS = tuple(("x-gateway-attempts", str(n)) for n in range(16))
+
+
+def _attempts_header(attempts: int) -> tuple[str, str]:
+    if attempts < len(_ATTEMPTS_HEADERS):
+        return _ATTEMPTS_HEADERS[attempts]
+    return ("x-gateway-attempts", str(attempts))
+
+
 def _told(error: GatewayError, attempts: int) -> GatewayError:
     """The error, carrying how many attempts were made."""
-    error.headers = [*error.headers, ("x-gateway-attempts", str(attempts))]
+    error.headers = [*error.headers, _attempts_header(attempts)]
     return error
 
 

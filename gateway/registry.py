@@ -18,9 +18,12 @@ class Route:
         "context_fallbacks",
         "cooldown",
         "fallbacks",
+        "header",
         "name",
+        "provider",
         "retry",
         "timeouts",
+        "upstream_model",
     )
 
     def __init__(
@@ -37,7 +40,12 @@ class Route:
     ) -> None:
         defaults = RoutingDefaults()
         self.name = name
+        # Sent with each answer; built per request only for the open route (no name).
+        self.header = ("x-gateway-model", name) if name else None
         self.balancer = Balancer(deployments, strategy)
+        # The first deployment's (the only one, for most models): what hooks see in ctx.
+        self.provider: Provider = deployments[0].provider
+        self.upstream_model = deployments[0].upstream_model
         self.fallbacks = tuple(fallbacks)
         self.context_fallbacks = tuple(context_fallbacks)
         self.timeouts = timeouts or defaults.timeouts
@@ -47,15 +55,6 @@ class Route:
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         return self.balancer.deployments
-
-    @property
-    def provider(self) -> Provider:
-        """The first deployment's provider (the only one, for most models)."""
-        return self.balancer.deployments[0].provider
-
-    @property
-    def upstream_model(self) -> str | None:
-        return self.balancer.deployments[0].upstream_model
 
     def __repr__(self) -> str:
         return f"<Route {self.name!r} -> {', '.join(d.name for d in self.deployments)}>"
@@ -108,9 +107,6 @@ class ModelRegistry:
             deployments = [target]
         else:
             deployments = list(target)
-        for deployment in deployments:
-            if deployment.upstream_model == name:
-                deployment.upstream_model = None  # a rewrite to the same name is no rewrite
         route = self._route(
             name,
             deployments,

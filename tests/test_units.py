@@ -222,7 +222,7 @@ def test_listed_registry_resolves_names_aliases_and_rewrites():
     registry.add("public", b, "private", aliases=["alias"])
     registry.add("same", a, "same")
     assert registry.resolve("alias").upstream_model == "private"
-    assert registry.resolve("same").upstream_model is None  # no rewrite to the same name
+    assert registry.resolve("same").upstream_model == "same"  # sent as it came: no re-encoding
     assert registry.names() == ["public", "alias", "same"]
     with pytest.raises(ModelNotFoundError):
         registry.resolve("other")
