@@ -1,6 +1,7 @@
 """A fast, programmable, OpenAI-compatible AI gateway."""
 
 from .app import Gateway, Limits
+from .balancing import Deployment
 from .context import RequestContext
 from .errors import (
     AuthenticationError,
@@ -20,6 +21,7 @@ from .errors import (
 )
 from .hooks import Hooks
 from .http import Request, Response, StreamingResponse
+from .policy import Cooldown, Retry, Timeouts
 from .providers import Provider, UpstreamRequest, UpstreamResponse
 from .providers.mock import MockProvider
 from .providers.openai import OpenAIProvider
@@ -29,6 +31,8 @@ from .sse import SSEEvent
 __all__ = [
     "AuthenticationError",
     "ClientError",
+    "Cooldown",
+    "Deployment",
     "Gateway",
     "GatewayError",
     "Hooks",
@@ -46,9 +50,11 @@ __all__ = [
     "RequestContext",
     "RequestTooLargeError",
     "Response",
+    "Retry",
     "Route",
     "SSEEvent",
     "StreamingResponse",
+    "Timeouts",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamRequest",

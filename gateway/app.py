@@ -90,6 +90,7 @@ class Gateway:
         limits: Limits | None = None,
     ) -> None:
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models)
+        self.registry.check_fallbacks()  # a fallback to nowhere fails now, not mid-request
         keys = [key for key in api_keys if key]
         self.hooks = Hooks([APIKeyAuth(keys), *hooks] if keys else hooks)
         self.limits = limits or Limits()

@@ -41,18 +41,6 @@ class Retry:
     backoff_max: float = 8.0
     retry_after_max: float = 30.0  # an upstream's Retry-After is honoured up to this
 
-    @classmethod
-    def on(cls, conditions: Iterable[int | str], **options: float | int) -> Retry:
-        """A policy retrying on these statuses and ``"connection"`` / ``"timeout"``."""
-        conditions = list(conditions)
-        statuses = frozenset(c for c in conditions if isinstance(c, int))
-        return cls(
-            statuses=statuses,
-            on_connection=CONNECTION in conditions,
-            on_timeout=TIMEOUT in conditions,
-            **options,  # type: ignore[arg-type]
-        )
-
     def delay(self, retry: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based).
 

@@ -428,3 +428,10 @@ async def test_lowest_latency_sends_most_requests_to_the_upstream_that_answers_f
             assert (await gateway.handle(chat("m"))).status == 200
     assert len(ups[0].requests) == 1  # measured once, then passed over
     assert len(ups[1].requests) == 9
+
+
+def test_a_fallback_to_an_unknown_model_is_refused_at_start_up():
+    registry = ModelRegistry()
+    registry.add("m", refused(), fallbacks=["nowhere"])
+    with pytest.raises(ValueError, match="unknown fallback model 'nowhere'"):
+        Gateway(registry)
