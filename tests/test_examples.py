@@ -17,11 +17,17 @@ def test_example_config_builds_the_gateway_it_describes():
     env = {"GATEWAY_CONFIG": str(EXAMPLES / "gateway.toml"), "OPENAI_API_KEY": "sk-test"}
     built = build_gateway(Settings.from_env(env))
     registry = built.registry
-    assert registry.names() == ["gpt-4o-mini", "fast", "cheap", "demo"]
+    assert registry.names() == ["gpt-4o-mini", "fast", "cheap", "demo", "smart", "long"]
     assert isinstance(registry.default, OpenAIProvider) and registry.default.name == "openai"
     assert registry.resolve("cheap").upstream_model == "llama3.1:8b"
     assert isinstance(registry.resolve("demo").provider, MockProvider)
     assert [type(h).__name__ for h in built.hooks.hooks] == ["UsageLog"]
+    smart = registry.resolve("smart")
+    assert [d.name for d in smart.deployments] == ["openai/gpt-4o", "local/qwen2.5:72b"]
+    assert smart.balancer.strategy == "lowest-latency"
+    assert (smart.fallbacks, smart.context_fallbacks) == (("gpt-4o-mini",), ("long",))
+    assert smart.timeouts.first_byte == 120 and smart.retry.retries == 2
+    assert registry.resolve("long").retry.retries == 0
 
 
 def chat(content: str, stream: bool = False) -> Request:
