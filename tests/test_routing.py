@@ -43,6 +43,18 @@ def refused() -> OpenAIProvider:
     return OpenAIProvider("refused", base_url=f"http://127.0.0.1:{free_port()}/v1")
 
 
+def two_deployments(ups, first: str, second: str, **options) -> ModelRegistry:
+    """Model "m" on ``a/first`` (ups[0]) and ``b/second`` (ups[1]), taken in turn unless
+    ``options`` say otherwise — so a request that fails on the first goes to the second."""
+    registry = ModelRegistry()
+    deployments = [
+        Deployment(provider(ups[0], "a"), first),
+        Deployment(provider(ups[1], "b"), second),
+    ]
+    registry.add("m", deployments, **{"strategy": "round-robin", "retry": FAST, **options})
+    return registry
+
+
 def chat(model: str, stream: bool = False) -> Request:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     return Request(
@@ -265,14 +277,7 @@ async def test_a_cooling_deployment_is_skipped_until_it_has_rested(ups):
 
 
 async def test_a_hung_deployment_times_out_and_the_next_answers(ups):
-    registry = ModelRegistry()
-    registry.add(
-        "m",
-        [Deployment(provider(ups[0], "a"), "hang"), Deployment(provider(ups[1], "b"), "echo-b")],
-        strategy="round-robin",
-        retry=FAST,
-        timeouts=Timeouts(first_byte=0.3),
-    )
+    registry = two_deployments(ups, "hang", "echo-b", timeouts=Timeouts(first_byte=0.3))
     started = time.monotonic()
     async with Gateway(registry) as gateway:
         response = await gateway.handle(chat("m"))
@@ -301,16 +306,7 @@ async def test_the_total_budget_bounds_every_attempt(ups):
 
 
 async def test_a_stream_that_breaks_before_its_first_byte_is_retried(ups):
-    registry = ModelRegistry()
-    registry.add(
-        "m",
-        [
-            Deployment(provider(ups[0], "a"), "sse-empty-drop"),
-            Deployment(provider(ups[1], "b"), "sse:3"),
-        ],
-        strategy="round-robin",
-        retry=FAST,
-    )
+    registry = two_deployments(ups, "sse-empty-drop", "sse:3")
     async with Gateway(registry) as gateway:
         response = await gateway.handle(chat("m", stream=True))
         body = await text(response)
@@ -320,16 +316,7 @@ async def test_a_stream_that_breaks_before_its_first_byte_is_retried(ups):
 
 
 async def test_a_body_cut_short_is_retried(ups):
-    registry = ModelRegistry()
-    registry.add(
-        "m",
-        [
-            Deployment(provider(ups[0], "a"), "cut-body"),
-            Deployment(provider(ups[1], "b"), "echo-b"),
-        ],
-        strategy="round-robin",
-        retry=FAST,
-    )
+    registry = two_deployments(ups, "cut-body", "echo-b")
     async with Gateway(registry) as gateway:
         response = await gateway.handle(chat("m"))
     assert response.status == 200
@@ -378,18 +365,9 @@ async def test_a_client_that_leaves_during_backoff_stops_the_retries(ups):
 
 
 async def test_deployments_rewrite_the_model_each_their_own_way(ups):
-    registry = ModelRegistry()
-    registry.add(
-        "public",
-        [
-            Deployment(provider(ups[0], "a"), "status:503"),
-            Deployment(provider(ups[1], "b"), "their-name"),
-        ],
-        strategy="round-robin",
-        retry=FAST,
-    )
+    registry = two_deployments(ups, "status:503", "their-name")
     async with Gateway(registry) as gateway:
-        response = await gateway.handle(chat("public"))
+        response = await gateway.handle(chat("m"))
     assert response.status == 200
     assert ups[0].requests[0].json["model"] == "status:503"
     assert ups[1].requests[0].json["model"] == "their-name"
@@ -414,15 +392,7 @@ async def test_a_tpm_hint_counts_the_tokens_of_whole_answers(ups):
 
 
 async def test_lowest_latency_sends_most_requests_to_the_upstream_that_answers_first(ups):
-    registry = ModelRegistry()
-    registry.add(
-        "m",
-        [
-            Deployment(provider(ups[0], "slow"), "slow:0.15"),
-            Deployment(provider(ups[1], "fast"), "echo"),
-        ],
-        strategy="lowest-latency",
-    )
+    registry = two_deployments(ups, "slow:0.15", "echo", strategy="lowest-latency")
     async with Gateway(registry) as gateway:
         for _ in range(10):
             assert (await gateway.handle(chat("m"))).status == 200
