@@ -166,7 +166,10 @@ class Balancer:
             fewest = min(d.inflight for d in pool)
             return random.choice([d for d in pool if d.inflight == fewest])
         if strategy == "round-robin":
-            return pool[next(self._counter) % len(pool)]
+            # The next in the rotation that may be chosen: a retry goes to the one after.
+            rotation, start = self.deployments, next(self._counter)
+            turns = (rotation[(start + i) % len(rotation)] for i in range(len(rotation)))
+            return next(d for d in turns if d in pool)
         if strategy == "weighted":
             return random.choices(pool, weights=[d.weight for d in pool])[0]
         # lowest-latency: a deployment without a sample yet is tried first.

@@ -188,6 +188,28 @@ async def test_the_chosen_deployment_sequence_skips_the_failed_one(ups):
     assert len(ups[1].requests) == 1
 
 
+async def test_each_retry_takes_the_next_deployment_in_turn(ups):
+    registry = ModelRegistry()
+    registry.add(
+        "m",
+        [
+            Deployment(provider(ups[0], "a"), "status:503"),
+            Deployment(provider(ups[1], "b"), "status:502"),
+            Deployment(provider(ups[2], "c"), "status:500"),
+            Deployment(provider(ups[0], "d"), "echo-d"),
+        ],
+        strategy="round-robin",
+        retry=Retry(retries=3, backoff=0.01),
+    )
+    async with Gateway(registry) as gateway:
+        response = await gateway.handle(chat("m"))
+    assert response.status == 200
+    assert header(response, "x-gateway-attempts") == "4"
+    assert header(response, "x-gateway-deployment") == "d/echo-d"
+    sequence = sorted((r.at, r.json["model"]) for u in ups for r in u.requests)
+    assert [model for _, model in sequence] == ["status:503", "status:502", "status:500", "echo-d"]
+
+
 async def test_retry_after_is_honoured_and_capped(ups):
     registry = ModelRegistry()
     registry.add("waits", provider(ups[0], "a"), "retry-after:1", retry=Retry(retries=1))
