@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -100,7 +101,8 @@ class Gateway:
         self.forwarder = Forwarder(self.registry, self.timers)
         # What is in flight, so that a stopping worker can end what outlives its drain.
         self._tasks: set[asyncio.Task[object]] = set()
-        self._streams: set[StreamingResponse] = set()
+        # Weakly: a stream an adapter drops without ever pulling it leaves no trace.
+        self._streams: weakref.WeakSet[StreamingResponse] = weakref.WeakSet()
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._endpoint(CHAT),
             ("POST", "/v1/completions"): self._endpoint(COMPLETIONS),

@@ -6,7 +6,7 @@ or ``StreamingResponse`` the core returns. Nothing here knows which server is in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableSet
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -89,11 +89,13 @@ class StreamingResponse:
     """
 
     __slots__ = (
+        "__weakref__",
         "_aborted",
         "_close_upstream",
         "_idle",
         "_on_close",
         "_on_error",
+        "_released",
         "_running",
         "_timers",
         "chunks",
@@ -113,8 +115,9 @@ class StreamingResponse:
         on_close: Callable[[], None] | None = None,
         timers: Timers | None = None,
         idle: float | None = None,
-        running: set[StreamingResponse] | None = None,
+        running: MutableSet[StreamingResponse] | None = None,
     ) -> None:
+        self._released = False
         self.status = status
         self.headers = headers
         self.chunks = chunks
@@ -124,7 +127,11 @@ class StreamingResponse:
         self._timers = timers
         self._idle = idle if timers is not None else None
         self._aborted: GatewayError | None = None
-        self._running = running  # where a stream is known while it runs (for shutdown)
+        # Where a stream is known from now until it ends (for shutdown): an adapter may
+        # start pulling it only after the core has returned it (Robyn does, from a thread).
+        self._running = running
+        if running is not None:
+            running.add(self)
         self.last_chunk_at = 0.0
 
     async def fail(self, error: Exception) -> bytes | None:
@@ -145,8 +152,31 @@ class StreamingResponse:
         else:
             self.abort(UpstreamTimeoutError(f"The upstream sent nothing for {idle:g} s."))
 
+    def _release(self) -> None:
+        """Leave the gateway's accounting: timers, the running set, the deployment."""
+        if self._released:
+            return
+        self._released = True
+        if self._timers is not None:
+            self._timers.remove(self)
+        if self._running is not None:
+            self._running.discard(self)
+        if self._on_close is not None:
+            self._on_close()
+
     async def aclose(self) -> None:
+        """Let go of the stream and its upstream; ``iterate()`` does it as it ends, and
+        more calls do nothing."""
+        self._release()
         await aclose(self.chunks)
+
+    def __del__(self) -> None:
+        # Dropped without ever being pulled (Robyn may drop a stream whose client left
+        # before it started): no iterate() ran to let go, so do it here, synchronously.
+        if not self._released:
+            self._release()
+            if self._close_upstream is not None:
+                self._close_upstream()
 
     async def iterate(self) -> AsyncIterator[bytes]:
         """Every chunk as it arrives — for servers that pull from an iterator."""
@@ -156,8 +186,6 @@ class StreamingResponse:
         if clock is not None:
             self.last_chunk_at = clock()
             timers.add(self, self._idle, self._check_idle)  # type: ignore[union-attr, arg-type]
-        if self._running is not None:
-            self._running.add(self)
         try:
             while True:
                 try:
@@ -174,13 +202,7 @@ class StreamingResponse:
                     self.last_chunk_at = clock()
                 yield chunk
         finally:
-            if timers is not None:
-                timers.remove(self)
-            if self._running is not None:
-                self._running.discard(self)
             await self.aclose()
-            if self._on_close is not None:
-                self._on_close()
 
     def __repr__(self) -> str:
         return f"<StreamingResponse {self.status}>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgspec
@@ -208,3 +209,27 @@ async def test_api_keys_option(upstream):
         accepted = await gateway.handle(chat_request(authorization="Bearer secret"))
     assert (refused.status, accepted.status) == (401, 200)
     assert msgspec.json.decode(refused.body)["error"]["type"] == "authentication_error"
+
+
+async def test_a_stream_is_in_flight_from_when_it_is_returned_until_it_is_let_go(upstream):
+    registry = ModelRegistry()
+    up = provider(upstream)
+    registry.add("m", up, "sse:3")
+    async with Gateway(registry) as gateway:
+        deployment = registry.resolve("m").deployments[0]
+        # Pulled to the end: counted until then, not after.
+        pulled = await gateway.handle(chat_request("m", stream=True))
+        assert gateway.in_flight == 1 and deployment.inflight == 1  # returned, not yet pulled
+        assert (await body_of(pulled)).endswith(b"data: [DONE]\n\n")
+        assert gateway.in_flight == 0 and deployment.inflight == 0
+    registry.add("endless", up, "sse-endless")
+    async with Gateway(registry) as gateway:
+        # Let go of without a read (a client gone before its server began pulling): the
+        # count goes down, and the upstream is let go at once.
+        dropped = await gateway.handle(chat_request("endless", stream=True))
+        assert gateway.in_flight == 1
+        del dropped
+        assert gateway.in_flight == 0
+        assert registry.resolve("endless").deployments[0].inflight == 0
+        await asyncio.sleep(0.3)  # the loop closes the socket
+        assert upstream.wait_for_event("stream-cancelled", 2)

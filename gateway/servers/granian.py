@@ -70,9 +70,12 @@ class RSGIApp:
             request = Request(scope.method, scope.path, scope.query_string, headers, body)
             response = await self.gateway.handle(request)
             if type(response) is StreamingResponse:
-                transport = protocol.response_stream(response.status, response.headers)
-                async for chunk in response.iterate():
-                    await transport.send_bytes(chunk)
+                try:
+                    transport = protocol.response_stream(response.status, response.headers)
+                    async for chunk in response.iterate():
+                        await transport.send_bytes(chunk)
+                finally:
+                    await response.aclose()  # now, even if the client left mid-stream
             else:
                 protocol.response_bytes(response.status, response.headers, response.body)
         except asyncio.CancelledError:
