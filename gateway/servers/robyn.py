@@ -39,8 +39,11 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REAP_INTERVAL = 0.1
 # Robyn writes an answer, and starts pulling a stream, after its handler has returned,
 # and has no call to wait for either: a worker exits only once it has been idle this long.
-WRITE_GRACE = 0.5
+WRITE_GRACE = 1.0
 RESPAWN_PAUSE = 1.0
+# What the supervisor sends a worker to drain it. Not SIGTERM: Robyn's server (actix)
+# also acts on SIGTERM, and may end open streams at once when it does.
+DRAIN_SIGNAL = signal.SIGUSR1
 
 logger = logging.getLogger("gateway")
 
@@ -122,7 +125,7 @@ class RobynAdapter:
         freeze_startup_heap()
         loop = asyncio.get_running_loop()
         self._reaper = loop.create_task(_reap_abandoned_streams())
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (DRAIN_SIGNAL, signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
 
     def _stop(self) -> None:
@@ -130,8 +133,8 @@ class RobynAdapter:
             self._stopping = asyncio.get_running_loop().create_task(self._drain_and_exit())
 
     async def _drain_and_exit(self) -> None:
-        """Stop accepting, let what is in flight finish (within the drain), then exit 0."""
-        _stop_listening(self.port)
+        """Let what is in flight finish (within the drain), then exit 0. (The supervising
+        process has stopped the listening socket.)"""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_seconds
         while True:
@@ -260,12 +263,19 @@ def serve(
     processes = [start_worker(number) for number in range(1, workers + 1)]
     stopping = False
 
+    signalled: set[int | None] = set()
+
     def stop(signum: int, _: object) -> None:
         nonlocal stopping
+        if not stopping:
+            _stop_listening(port)  # once, here: the workers share this socket
         stopping = True
         for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            # Once each: a worker drains once.
+            if process.pid not in signalled and process.exitcode is None:
+                signalled.add(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, DRAIN_SIGNAL)  # type: ignore[arg-type]
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -276,7 +286,7 @@ def serve(
                 logger.error("worker %d exited with %s: starting another", number, process.exitcode)
                 processes[number - 1] = start_worker(number)
                 time.sleep(RESPAWN_PAUSE)  # a worker that dies at once must not spin the CPU
-    stop(signal.SIGTERM, None)  # again: a replacement may have started as the signal came
+    stop(signal.SIGTERM, None)  # a replacement started as the signal came gets it too
     deadline = time.monotonic() + drain_seconds + 15
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
