@@ -50,21 +50,16 @@ _read_usage = msgspec.json.Decoder(_Usaged).decode
 class Answer:
     """The upstream answer an exchange settled on, with what the client is told about it."""
 
-    __slots__ = ("content", "deployment", "first_byte_at", "headers", "streamed", "upstream")
+    __slots__ = ("content", "deployment", "headers", "streamed", "upstream")
 
     def __init__(
-        self,
-        upstream: UpstreamResponse,
-        content: bytes,
-        streamed: bool,
-        deployment: Deployment,
-        headers: HeaderList,
+        self, upstream: UpstreamResponse, content: bytes, streamed: bool, deployment: Deployment
     ) -> None:
         self.upstream = upstream
         self.content = content  # the whole body, unless streamed
         self.streamed = streamed
         self.deployment = deployment
-        self.headers = headers  # the upstream's, plus the gateway's x-gateway-* headers
+        self.headers: HeaderList = upstream.headers  # plus the gateway's x-gateway-* headers
 
     def finished(self) -> None:
         """The answer has been passed on (or abandoned): the deployment is free again."""
@@ -130,12 +125,7 @@ class Forwarder:
                 except UpstreamError as failure:
                     error = failure
                     if not self._retryable(failure, candidate, deployment):
-                        if (
-                            not context_switched
-                            and route.context_fallbacks
-                            and isinstance(failure, UpstreamStatusError)
-                            and CONTEXT_EXCEEDED in failure.content
-                        ):
+                        if route.context_fallbacks and not context_switched and _too_long(failure):
                             # Too long for this model: try the larger ones, not this one again.
                             context_switched = True
                             candidates = [
@@ -225,9 +215,12 @@ class Forwarder:
         if upstream.status >= 400:
             deployment.inflight -= 1
             raise UpstreamStatusError(upstream.status, upstream.headers, content)
-        return Answer(
-            upstream, b"" if streamed else content, streamed, deployment, upstream.headers
-        )
+        return Answer(upstream, b"" if streamed else content, streamed, deployment)
+
+
+def _too_long(failure: UpstreamError) -> bool:
+    """Whether the upstream refused the request as longer than the model's context."""
+    return isinstance(failure, UpstreamStatusError) and CONTEXT_EXCEEDED in failure.content
 
 
 def _retry_after(failure: UpstreamError) -> float | None:
