@@ -317,7 +317,7 @@ class Gateway:
                     ctx.model = model = new_model
         answer = await self.forwarder.exchange(ctx, route, outgoing, model)
         if answer.streamed:
-            return self._stream(ctx, endpoint, route, answer)
+            return self._stream(ctx, endpoint, answer)
         answer.finished()
         upstream = answer.upstream
         response = Response(upstream.status, answer.headers, answer.content, endpoint.response_type)
@@ -325,9 +325,7 @@ class Gateway:
             await self.hooks.after_response.each(ctx, response)
         return response
 
-    def _stream(
-        self, ctx: RequestContext, endpoint: Endpoint, route: Route, answer: Answer
-    ) -> StreamingResponse:
+    def _stream(self, ctx: RequestContext, endpoint: Endpoint, answer: Answer) -> StreamingResponse:
         upstream = answer.upstream
         chunks = upstream.iter_chunks()
         is_sse = upstream.content_type.startswith("text/event-stream")
@@ -351,7 +349,7 @@ class Gateway:
             close_upstream=upstream.close,
             on_close=answer.finished,
             timers=self.timers,
-            idle=route.timeouts.idle,
+            idle=answer.route.timeouts.idle,  # type: ignore[union-attr]  # the answering model's
             running=self._streams,
         )
 

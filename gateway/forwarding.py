@@ -50,7 +50,7 @@ _read_usage = msgspec.json.Decoder(_Usaged).decode
 class Answer:
     """The upstream answer an exchange settled on, with what the client is told about it."""
 
-    __slots__ = ("content", "deployment", "headers", "streamed", "upstream")
+    __slots__ = ("content", "deployment", "headers", "route", "streamed", "upstream")
 
     def __init__(
         self, upstream: UpstreamResponse, content: bytes, streamed: bool, deployment: Deployment
@@ -60,6 +60,7 @@ class Answer:
         self.streamed = streamed
         self.deployment = deployment
         self.headers: HeaderList = upstream.headers  # plus the gateway's x-gateway-* headers
+        self.route: Route | None = None  # the model that answered (set by the exchange)
 
     def finished(self) -> None:
         """The answer has been passed on (or abandoned): the deployment is free again."""
@@ -140,6 +141,7 @@ class Forwarder:
                             break
                         await asyncio.sleep(wait)
                     continue
+                answer.route = candidate
                 headers = answer.headers
                 headers.append(_attempts_header(attempts))
                 headers.append(deployment.header)

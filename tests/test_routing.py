@@ -427,3 +427,23 @@ def test_a_fallback_to_an_unknown_model_is_refused_at_start_up():
     registry.add("m", refused(), fallbacks=["nowhere"])
     with pytest.raises(ValueError, match="unknown fallback model 'nowhere'"):
         Gateway(registry)
+
+
+async def test_a_fallbacks_stream_keeps_the_fallbacks_own_idle_timeout(ups):
+    registry = ModelRegistry()
+    registry.add(
+        "primary",
+        provider(ups[0], "a"),
+        "status:503",
+        retry=Retry(retries=0),
+        fallbacks=["patient-less"],
+        timeouts=Timeouts(idle=30),
+    )
+    registry.add("patient-less", provider(ups[1], "b"), "sse-stall:2", timeouts=Timeouts(idle=0.4))
+    started = time.monotonic()
+    async with Gateway(registry) as gateway:
+        body = await text(await gateway.handle(chat("primary", stream=True)))
+    assert (
+        json.loads(body.strip().rsplit(b"\n\n", 1)[-1][6:])["error"]["code"] == "upstream_timeout"
+    )
+    assert time.monotonic() - started < 3  # the fallback's 0.4 s, not the primary's 30 s
