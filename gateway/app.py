@@ -1,75 +1,66 @@
-"""The gateway core: from a ``Request`` to a ``Response``, knowing nothing of servers.
+"""The gateway core: its lifecycle, and from a ``Request`` to a ``Response``.
 
-route -> authenticate -> read routing fields -> resolve model -> before_request hooks
-      -> provider (pooled session, first-byte timeout) -> after_response hooks
-                                                       or the SSE chunk-hook pipeline
+handle: limits (431, 413) -> authenticate (every route but the probes) -> decode the
+body -> route -> the pipeline (pipeline.py) -> the request's outcome, closed once
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
-import msgspec
 
-from . import multipart
 from .auth import APIKeyAuth, presented_key
 from .context import RequestContext, reset_request_ids
-from .endpoints import CHAT, COMPLETIONS, EMBEDDINGS, PASSTHROUGH, Endpoint
+from .encoding import decode_body
+from .endpoints import CHAT, COMPLETIONS, EMBEDDINGS
 from .errors import (
     AuthenticationError,
+    ClientError,
     GatewayError,
+    HeadersTooLargeError,
     InternalError,
-    InvalidRequestError,
-    ModelNotFoundError,
     NotFoundError,
     RequestTooLargeError,
     ShuttingDownError,
+    UpstreamError,
 )
-from .forwarding import Answer, Forwarder
+from .forwarding import Forwarder
+from .headers import header_block_size
 from .hooks import Hooks
-from .http import (
-    Request,
-    Response,
-    StreamingResponse,
-    error_response,
-    forwardable_headers,
-    json_response,
-)
-from .providers import Provider, UpstreamRequest
-from .registry import ModelRegistry, Route
-from .sse import run_chunk_hooks
+from .http import Request, Response, StreamingResponse, error_response, json_response
+from .outcome import ANSWERED, CLIENT_CLOSED, CLIENT_LEFT, FAILED, REFUSED, UPSTREAM_ERROR
+from .pipeline import Pipeline
+from .providers import Provider
+from .registry import ModelRegistry
+from .relay import Relay
 from .timers import Timers
-from .types import Model, ModelList
 
 logger = logging.getLogger("gateway")
 
 AnyResponse = Response | StreamingResponse
-Handler = Callable[[RequestContext, Request], Awaitable[AnyResponse]]
+Handler = Callable[[RequestContext, Request, bytes], Awaitable[AnyResponse]]
+ProbeHandler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on what the gateway accepts and holds. (Timeouts are per model: policy.py.)"""
 
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024  # decoded size, when the body came compressed
+    max_header_bytes: int = 64 * 1024  # the whole request header block
     max_connections: int = 0  # pooled upstream connections per worker; 0 = no limit
     max_connections_per_host: int = 0
 
 
-# A passthrough path is appended to the provider's base URL, so it may hold only plain
-# path characters, and no segment may climb out of the API root, encoded or not.
-_SAFE_PATH = re.compile(r"/v1(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
-_CLIMBING = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)|%2f|%5c", re.IGNORECASE)
-
 # A cancellation carrying this asks a request to end because the worker is stopping.
 SHUTDOWN = "gateway shutting down"
-_HEALTH = json_response(200, b'{"status":"ok"}')
+_HEALTH = b'{"status":"ok"}'
 
 
 class Gateway:
@@ -89,6 +80,7 @@ class Gateway:
         hooks: Iterable[object] = (),
         api_keys: Iterable[str] = (),
         limits: Limits | None = None,
+        stream_usage: bool = True,
     ) -> None:
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models)
         self.registry.check_fallbacks()  # a fallback to nowhere fails now, not mid-request
@@ -99,29 +91,44 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at start-up
         self.timers = Timers()
         self.forwarder = Forwarder(self.registry, self.timers)
+        self.draining = False
         # What is in flight, so that a stopping worker can end what outlives its drain.
         self._tasks: set[asyncio.Task[object]] = set()
         # Weakly: a stream an adapter drops without ever pulling it leaves no trace.
-        self._streams: weakref.WeakSet[StreamingResponse] = weakref.WeakSet()
-        self._routes: dict[tuple[str, str], Handler] = {
-            ("POST", "/v1/chat/completions"): self._endpoint(CHAT),
-            ("POST", "/v1/completions"): self._endpoint(COMPLETIONS),
-            ("POST", "/v1/embeddings"): self._endpoint(EMBEDDINGS),
-            ("GET", "/v1/models"): self._list_models,
-            ("GET", "/health"): self._health,
-        }
-        self._model_list = msgspec.json.encode(
-            ModelList(data=[Model(id=name) for name in self.registry.names()])
+        self._streams: weakref.WeakSet[Relay] = weakref.WeakSet()
+        self.pipeline = Pipeline(
+            self.registry,
+            self.hooks,
+            self.forwarder,
+            self.timers,
+            self._streams,
+            on_stream_end=self._stream_ended,
+            notify_error=self._notify_error,
+            stream_usage=stream_usage,
         )
+        pipeline = self.pipeline
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): _endpoint(pipeline, CHAT),
+            ("POST", "/v1/completions"): _endpoint(pipeline, COMPLETIONS),
+            ("POST", "/v1/embeddings"): _endpoint(pipeline, EMBEDDINGS),
+            ("GET", "/v1/models"): pipeline.list_models,
+        }
+        # Probes answer without a key: load balancers, orchestrators and scrapers send none.
+        self._probes: dict[tuple[str, str], ProbeHandler] = {("GET", "/health"): self._health}
 
     @property
     def requires_auth(self) -> bool:
         return bool(self.hooks.authenticate)
 
+    def add_probe(self, method: str, path: str, handler: ProbeHandler) -> None:
+        """Serve ``path`` without authentication (readiness, metrics)."""
+        self._probes[(method, path)] = handler
+
     # ------------------------------------------------------------------ lifecycle
 
     async def startup(self) -> None:
-        """Create this worker's pooled session, on the running loop, and start providers."""
+        """Create this worker's pooled session, on the running loop; start providers and
+        the hooks' ``startup``."""
         reset_request_ids()
         self._loop = asyncio.get_running_loop()
         self.timers.start(self._loop)
@@ -141,8 +148,15 @@ class Gateway:
         )
         for provider in self.registry.providers():
             await provider.start(self.session)
+        for startup, _ in self.hooks.startup:
+            await _maybe_await(startup())
 
     async def shutdown(self) -> None:
+        for shutdown, _ in reversed(self.hooks.shutdown):
+            try:
+                await _maybe_await(shutdown())
+            except Exception:
+                logger.exception("a hook's shutdown failed")
         await self.timers.stop()
         for provider in self.registry.providers():
             await provider.stop()
@@ -161,26 +175,22 @@ class Gateway:
 
     async def handle(self, request: Request) -> AnyResponse:
         """Answer one request. Never raises, except when the task is cancelled."""
-        ctx = RequestContext(request.headers.get("x-request-id"))
+        headers = request.headers
+        ctx = RequestContext(headers.get("x-request-id"))
+        outcome = ctx.outcome
+        outcome.method, outcome.path, outcome.client = request.method, request.path, request.client
+        outcome.user_agent = headers.get("user-agent")
+        outcome.bytes_in = len(request.body)
         task = asyncio.current_task(self._loop)
         tasks = self._tasks
         tasks.add(task)  # type: ignore[arg-type]
         try:
-            if len(request.body) > self.limits.max_body_bytes:
-                raise RequestTooLargeError(
-                    f"The request body is larger than {self.limits.max_body_bytes} bytes."
-                )
-            handler = self._routes.get((request.method, request.path))
-            if handler is not None:
-                response = await handler(ctx, request)
-            elif request.path.startswith("/v1/"):
-                response = await self._passthrough(ctx, request)
-            else:
-                raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
+            response = await self._dispatch(ctx, request)
         except GatewayError as error:
             response = await self._fail(ctx, error)
         except asyncio.CancelledError as cancelled:
             if cancelled.args[:1] != (SHUTDOWN,):
+                self._complete(ctx, CLIENT_CLOSED, CLIENT_LEFT)
                 raise
             task.uncancel()  # type: ignore[union-attr]
             response = await self._fail(ctx, ShuttingDownError("The gateway is shutting down."))
@@ -190,7 +200,125 @@ class Gateway:
         finally:
             tasks.discard(task)  # type: ignore[arg-type]
         response.headers.append(("x-request-id", ctx.request_id))
+        if type(response) is not StreamingResponse:  # a stream's relay completes it
+            outcome.bytes_out = len(response.body)
+            self._complete(ctx, response.status, outcome.outcome or ANSWERED)
         return response
+
+    async def refuse(self, request: Request, error: GatewayError) -> Response:
+        """Answer a request a server adapter found broken before the core could read it
+        (a body cut short): the error, with its outcome recorded like any other."""
+        ctx = RequestContext(request.headers.get("x-request-id"))
+        outcome = ctx.outcome
+        outcome.method, outcome.path, outcome.client = request.method, request.path, request.client
+        response = await self._fail(ctx, error)
+        response.headers.append(("x-request-id", ctx.request_id))
+        outcome.bytes_out = len(response.body)
+        self._complete(ctx, response.status, outcome.outcome)
+        return response
+
+    async def _dispatch(self, ctx: RequestContext, request: Request) -> AnyResponse:
+        limits = self.limits
+        if header_block_size(request.headers) > limits.max_header_bytes:
+            raise HeadersTooLargeError(
+                f"The request headers are larger than {limits.max_header_bytes} bytes."
+            )
+        body = request.body
+        if len(body) > limits.max_body_bytes:
+            raise RequestTooLargeError(
+                f"The request body is larger than {limits.max_body_bytes} bytes."
+            )
+        key = (request.method, request.path)
+        probe = self._probes.get(key)
+        if probe is not None:
+            return await probe(request)
+        if self.hooks.authenticate:
+            await self._authenticate(ctx, request)
+        encoding = request.headers.get("content-encoding")
+        if encoding is not None:
+            body = decode_body(body, encoding, limits.max_body_bytes)
+        handler = self._routes.get(key)
+        if handler is not None:
+            return await handler(ctx, request, body)
+        if request.path.startswith("/v1/"):
+            return await self.pipeline.passthrough(ctx, request, body)
+        raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
+
+    async def _authenticate(self, ctx: RequestContext, request: Request) -> None:
+        key = presented_key(request.headers)
+        identity = await self.hooks.authenticate.first(ctx, key)
+        if identity is None:
+            raise AuthenticationError(
+                "Incorrect API key provided."
+                if key
+                else "No API key provided. Send it as 'Authorization: Bearer <key>'."
+            )
+        ctx.identity = identity
+        ctx.outcome.key = identity if isinstance(identity, str) else getattr(identity, "id", None)
+
+    async def _health(self, request: Request) -> Response:
+        return json_response(200, _HEALTH)
+
+    # ------------------------------------------------------------------ endings
+
+    def _complete(self, ctx: RequestContext, status: int, how: str) -> None:
+        """Close the request's outcome — once — and tell the ``on_complete`` hooks."""
+        outcome = ctx.outcome
+        outcome.status = status
+        outcome.outcome = how
+        ended = ctx.elapsed
+        outcome.duration_ms = ended * 1000
+        if ctx.first_byte_at:
+            ttfb = ctx.first_byte_at - ctx.started
+            outcome.ttfb_ms = ttfb * 1000
+        elif how in (ANSWERED, REFUSED, UPSTREAM_ERROR, FAILED):
+            ttfb = ended  # a whole answer's first byte leaves with the rest
+            outcome.ttfb_ms = outcome.duration_ms
+        else:
+            ttfb = None
+        if outcome.attempts:
+            outcome.upstream_ms = ctx.upstream_seconds * 1000
+            if ttfb is not None:
+                outcome.overhead_ms = max(0.0, ttfb - ctx.upstream_seconds) * 1000
+        for on_complete, is_async in self.hooks.on_complete:
+            try:
+                result = on_complete(ctx)
+                if is_async:
+                    self._loop.create_task(_logged(result, ctx))
+            except Exception:
+                logger.exception("an on_complete hook failed on request %s", ctx.request_id)
+
+    def _stream_ended(self, ctx: RequestContext, how: str, failure: Exception | None) -> None:
+        if isinstance(failure, GatewayError):
+            ctx.outcome.error_type, ctx.outcome.error_code = failure.type, failure.code
+        elif failure is not None:
+            ctx.outcome.error_type, ctx.outcome.error_code = "server_error", "internal_error"
+        status = ctx.outcome.status or 200
+        self._complete(ctx, status, how)
+
+    async def _fail(self, ctx: RequestContext, error: GatewayError) -> Response:
+        outcome = ctx.outcome
+        outcome.error_type, outcome.error_code = error.type, error.code
+        outcome.outcome = (
+            REFUSED
+            if isinstance(error, ClientError)
+            else UPSTREAM_ERROR
+            if isinstance(error, UpstreamError)
+            else FAILED
+        )
+        replacement = await self._notify_error(ctx, error)
+        return replacement.copy() if replacement is not None else error_response(error)
+
+    async def _notify_error(self, ctx: RequestContext, error: GatewayError) -> Response | None:
+        if not self.hooks.on_error:
+            return None
+        try:
+            return await self.hooks.on_error.first(ctx, error)
+        except Exception:
+            logger.exception("an on_error hook failed on request %s", ctx.request_id)
+            return None
+
+    # ------------------------------------------------------------------ shutdown
 
     @property
     def in_flight(self) -> int:
@@ -203,6 +331,7 @@ class Gateway:
         A request still waiting for its upstream gets a 503; a stream still running ends
         with an SSE error event. The worker's server stops taking new connections first.
         """
+        self.draining = True
         if await self._idle_within(seconds):
             return
         logger.warning("ending %d requests still in flight after %g s", self.in_flight, seconds)
@@ -219,161 +348,21 @@ class Gateway:
             await asyncio.sleep(0.05)
         return not self.in_flight
 
-    def _endpoint(self, endpoint: Endpoint) -> Handler:
-        async def handler(ctx: RequestContext, request: Request) -> AnyResponse:
-            ctx.endpoint = endpoint.name
-            if self.hooks.authenticate:
-                await self._authenticate(ctx, request)
-            body = _json_body(request.body)
-            fields = endpoint.parse(body)
-            return await self._forward(ctx, request, endpoint, body, fields.model, fields.stream)
 
-        return handler
+def _endpoint(pipeline: Pipeline, endpoint: object) -> Handler:
+    async def handler(ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+        return await pipeline.model_endpoint(endpoint, ctx, request, body)  # type: ignore[arg-type]
 
-    async def _health(self, ctx: RequestContext, request: Request) -> Response:
-        return _HEALTH.copy()
-
-    async def _list_models(self, ctx: RequestContext, request: Request) -> AnyResponse:
-        ctx.endpoint = "models"
-        if self.hooks.authenticate:
-            await self._authenticate(ctx, request)
-        if self.registry.is_open:
-            return await self._forward(ctx, request, PASSTHROUGH, b"", None, None)
-        return json_response(200, self._model_list)
-
-    async def _passthrough(self, ctx: RequestContext, request: Request) -> AnyResponse:
-        """Any other ``/v1`` path: forwarded as sent, to the provider its model names."""
-        ctx.endpoint = "passthrough"
-        if not _SAFE_PATH.fullmatch(request.path) or _CLIMBING.search(request.path):
-            raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
-        if self.hooks.authenticate:
-            await self._authenticate(ctx, request)
-        if request.method == "GET" and request.path.startswith("/v1/models/"):
-            model_id = request.path[len("/v1/models/") :]
-            if not self.registry.is_open:
-                if model_id not in self.registry.names():
-                    raise ModelNotFoundError(model_id)
-                return json_response(200, msgspec.json.encode(Model(id=model_id)))
-        body = request.body
-        model: str | None = None
-        stream: bool | None = None
-        content_type = request.headers.get("content-type")
-        boundary = multipart.boundary_of(content_type)
-        if boundary is not None:
-            model = multipart.read_field(body, boundary, "model")
-        elif body and (content_type is None or "json" in content_type):
-            fields = PASSTHROUGH.parse(_json_body(body))
-            model, stream = fields.model, fields.stream
-        return await self._forward(ctx, request, PASSTHROUGH, body, model, stream)
-
-    async def _authenticate(self, ctx: RequestContext, request: Request) -> None:
-        key = presented_key(request.headers)
-        identity = await self.hooks.authenticate.first(ctx, key)
-        if identity is None:
-            raise AuthenticationError(
-                "Incorrect API key provided."
-                if key
-                else "No API key provided. Send it as 'Authorization: Bearer <key>'."
-            )
-        ctx.identity = identity
-
-    def _default_route(self) -> Route:
-        route = self.registry.default_route()
-        if route is None:
-            raise NotFoundError(
-                "This request names no model and the gateway has no default provider."
-            )
-        return route
-
-    async def _forward(
-        self,
-        ctx: RequestContext,
-        request: Request,
-        endpoint: Endpoint,
-        body: bytes,
-        model: str | None,
-        stream: bool | None,
-    ) -> AnyResponse:
-        route = self.registry.resolve(model) if model is not None else self._default_route()
-        ctx.model, ctx.stream = model, bool(stream)
-        ctx.provider, ctx.upstream_model = route.provider, route.upstream_model or model
-        outgoing = UpstreamRequest(
-            request.method,
-            request.path[3:],  # below /v1: providers append it to their base URL
-            request.query,
-            forwardable_headers(request.headers),
-            body,
-            endpoint.request_type,
-        )
-        if self.hooks.before_request:
-            answer = await self.hooks.before_request.first(ctx, outgoing)
-            if answer is not None:
-                return answer.copy()
-            if outgoing.body is not body and model is not None:
-                # A hook changed the body; it may have named another model.
-                new_model = outgoing.json.get("model")
-                if isinstance(new_model, str) and new_model != model:
-                    route = self.registry.resolve(new_model)
-                    ctx.model = model = new_model
-        answer = await self.forwarder.exchange(ctx, route, outgoing, model)
-        if answer.streamed:
-            return self._stream(ctx, endpoint, answer)
-        answer.finished()
-        upstream = answer.upstream
-        response = Response(upstream.status, answer.headers, answer.content, endpoint.response_type)
-        if self.hooks.after_response:
-            await self.hooks.after_response.each(ctx, response)
-        return response
-
-    def _stream(self, ctx: RequestContext, endpoint: Endpoint, answer: Answer) -> StreamingResponse:
-        upstream = answer.upstream
-        chunks = upstream.iter_chunks()
-        is_sse = upstream.content_type.startswith("text/event-stream")
-        if is_sse and self.hooks.on_chunk:
-            chunks = run_chunk_hooks(self.hooks.on_chunk, ctx, chunks, endpoint.chunk_type)
-
-        async def on_error(error: Exception) -> bytes | None:
-            # Headers and some events are out: the status cannot change any more. Say
-            # so in the stream, without a [DONE], so it never passes for a full answer.
-            if not isinstance(error, GatewayError):
-                logger.error("stream %s failed", ctx.request_id, exc_info=error)
-                error = InternalError("The gateway failed while streaming.")
-            await self._notify_error(ctx, error)
-            return b"data: " + error.body() + b"\n\n" if is_sse else None
-
-        return StreamingResponse(
-            upstream.status,
-            answer.headers,
-            chunks,
-            on_error,
-            close_upstream=upstream.close,
-            on_close=answer.finished,
-            timers=self.timers,
-            idle=answer.route.timeouts.idle,  # type: ignore[union-attr]  # the answering model's
-            running=self._streams,
-        )
-
-    async def _fail(self, ctx: RequestContext, error: GatewayError) -> Response:
-        replacement = await self._notify_error(ctx, error)
-        return replacement.copy() if replacement is not None else error_response(error)
-
-    async def _notify_error(self, ctx: RequestContext, error: GatewayError) -> Response | None:
-        if not self.hooks.on_error:
-            return None
-        try:
-            return await self.hooks.on_error.first(ctx, error)
-        except Exception:
-            logger.exception("an on_error hook failed on request %s", ctx.request_id)
-            return None
+    return handler
 
 
-def _json_body(body: bytes) -> bytes:
-    """The body, if it can be JSON at all: present and valid UTF-8."""
-    if not body:
-        raise InvalidRequestError("The request body is empty; expected a JSON object.")
-    if not body.isascii():
-        try:
-            body.decode()
-        except UnicodeDecodeError:
-            raise InvalidRequestError("The request body is not valid UTF-8.") from None
-    return body
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _logged(result: Awaitable[object], ctx: RequestContext) -> None:
+    try:
+        await result
+    except Exception:
+        logger.exception("an on_complete hook failed on request %s", ctx.request_id)

@@ -101,8 +101,11 @@ class Deployment:
             seconds if latency is None else latency + LATENCY_WEIGHT * (seconds - latency)
         )
 
-    def used_tokens(self, tokens: int) -> None:
-        self.minute_tokens += tokens
+    def ended(self, tokens: int = 0) -> None:
+        """A request that ``started`` here is over; ``tokens`` it used count this minute."""
+        self.inflight -= 1
+        if tokens and self.tpm is not None:
+            self.minute_tokens += tokens
 
     def failed(self, now: float, cooldown: Cooldown) -> bool:
         """Count a failure; ``True`` when it sends the deployment into cooldown."""

@@ -7,6 +7,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .outcome import Outcome
+
 if TYPE_CHECKING:
     from .providers import Provider
 
@@ -14,6 +16,8 @@ if TYPE_CHECKING:
 # restarts, and far cheaper than a uuid4 per request.
 _PREFIX = "req_" + os.urandom(6).hex()
 _counter = itertools.count(1)
+_perf_counter = time.perf_counter
+_time = time.time
 
 
 def new_request_id() -> str:
@@ -21,7 +25,14 @@ def new_request_id() -> str:
 
 
 def _acceptable_request_id(value: str | None) -> bool:
-    return value is not None and 0 < len(value) <= 128 and value.isascii() and value.isprintable()
+    """A client's own id is echoed in a header: printable ASCII, no edge spaces, short."""
+    return (
+        value is not None
+        and 0 < len(value) <= 128
+        and value.isascii()
+        and value.isprintable()
+        and value.strip() == value
+    )
 
 
 def reset_request_ids() -> None:
@@ -32,32 +43,65 @@ def reset_request_ids() -> None:
 
 
 class RequestContext:
-    """What the gateway knows about one request while it is handled."""
+    """What the gateway knows about one request while it is handled.
+
+    ``outcome`` is the request's record (see ``gateway.outcome``); ``endpoint``,
+    ``model``, ``stream`` and ``upstream_model`` read it. ``provider`` is the provider
+    of the current attempt, ``identity`` what the authenticating hook returned.
+    """
 
     __slots__ = (
         "_metadata",
-        "endpoint",
+        "first_byte_at",
         "identity",
-        "model",
+        "outcome",
         "provider",
         "request_id",
         "started",
-        "stream",
-        "upstream_model",
+        "upstream_seconds",
     )
 
     def __init__(self, request_id: str | None = None, endpoint: str = "") -> None:
         if request_id is None or not _acceptable_request_id(request_id):
             request_id = f"{_PREFIX}{next(_counter):x}"  # new_request_id(), inlined
         self.request_id = request_id
-        self.started = time.perf_counter()
-        self.endpoint = endpoint
+        self.started = _perf_counter()
+        self.outcome = Outcome(request_id, _time(), endpoint=endpoint)
+        self.first_byte_at = 0.0  # perf_counter() when the first byte went to the server
+        self.upstream_seconds = 0.0  # spent in upstream attempts until the answer began
         self.identity: Any = None
-        self.model: str | None = None
-        self.stream = False
         self.provider: Provider | None = None
-        self.upstream_model: str | None = None
         self._metadata: dict[str, Any] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.outcome.endpoint
+
+    @endpoint.setter
+    def endpoint(self, value: str) -> None:
+        self.outcome.endpoint = value
+
+    @property
+    def model(self) -> str | None:
+        """The model the request names (after a hook's rewrite)."""
+        return self.outcome.model
+
+    @model.setter
+    def model(self, value: str | None) -> None:
+        self.outcome.model = value
+
+    @property
+    def stream(self) -> bool:
+        return self.outcome.stream
+
+    @stream.setter
+    def stream(self, value: bool) -> None:
+        self.outcome.stream = value
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The model name the current attempt's upstream is asked for."""
+        return self.outcome.upstream_model
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -75,7 +119,7 @@ class RequestContext:
     @property
     def elapsed(self) -> float:
         """Seconds since the gateway received the request."""
-        return time.perf_counter() - self.started
+        return _perf_counter() - self.started
 
     def __repr__(self) -> str:
         return f"<RequestContext {self.request_id} {self.endpoint} model={self.model!r}>"

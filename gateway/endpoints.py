@@ -14,23 +14,28 @@ import msgspec
 from . import types
 from .errors import InvalidRequestError
 
+NOT_SENT = msgspec.Raw()  # a field the body does not have (empty: no JSON value is)
+
 
 class ChatFields(msgspec.Struct):
     model: str
     messages: list[msgspec.Raw]
     stream: bool | None = None
+    stream_options: msgspec.Raw = NOT_SENT  # kept raw: only its presence is read
 
 
 class CompletionFields(msgspec.Struct):
     model: str
     prompt: msgspec.Raw
     stream: bool | None = None
+    stream_options: msgspec.Raw = NOT_SENT
 
 
 class EmbeddingFields(msgspec.Struct):
     model: str
     input: msgspec.Raw
     stream: bool | None = None  # not an embeddings option; read so every endpoint has it
+    stream_options: msgspec.Raw = NOT_SENT
 
 
 class AnyFields(msgspec.Struct):
@@ -38,6 +43,7 @@ class AnyFields(msgspec.Struct):
 
     model: str | None = None
     stream: bool | None = None
+    stream_options: msgspec.Raw = NOT_SENT
 
 
 Fields = ChatFields | CompletionFields | EmbeddingFields | AnyFields

@@ -88,6 +88,27 @@ class RequestTooLargeError(ClientError):
     code = "request_too_large"
 
 
+class IncompleteBodyError(InvalidRequestError):
+    """The body ended before its ``Content-Length``, or its chunked framing is broken."""
+
+    code = "incomplete_body"
+
+    def __init__(
+        self, message: str = "The request body is incomplete: it ended before its length."
+    ) -> None:
+        super().__init__(message)
+
+
+class UnsupportedMediaTypeError(ClientError):
+    status = 415
+    code = "unsupported_content_encoding"
+
+
+class HeadersTooLargeError(ClientError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
 class RateLimitError(ClientError):
     status = 429
     type = "rate_limit_error"

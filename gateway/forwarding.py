@@ -12,12 +12,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from . import multipart
 from .balancing import Deployment
 from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
-from .http import HeaderList, header_value
+from .headers import header_value, safe_header_value
 from .payload import JSONBody
 from .policy import retry_after
 from .providers import UpstreamRequest, UpstreamResponse
@@ -34,21 +32,8 @@ STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-st
 CONTEXT_EXCEEDED = b"context_length_exceeded"
 
 
-class _Usage(msgspec.Struct):
-    total_tokens: int = 0
-
-
-class _Usaged(msgspec.Struct):
-    """Only what a TPM hint needs of an answer: the rest is skipped, not decoded."""
-
-    usage: _Usage | None = None
-
-
-_read_usage = msgspec.json.Decoder(_Usaged).decode
-
-
 class Answer:
-    """The upstream answer an exchange settled on, with what the client is told about it."""
+    """The upstream answer an exchange settled on, and the headers the gateway adds to it."""
 
     __slots__ = ("content", "deployment", "headers", "route", "streamed", "upstream")
 
@@ -59,22 +44,8 @@ class Answer:
         self.content = content  # the whole body, unless streamed
         self.streamed = streamed
         self.deployment = deployment
-        self.headers: HeaderList = upstream.headers  # plus the gateway's x-gateway-* headers
+        self.headers: tuple[tuple[str, str], ...] = ()  # the x-gateway-* headers
         self.route: Route | None = None  # the model that answered (set by the exchange)
-
-    def finished(self) -> None:
-        """The answer has been passed on (or abandoned): the deployment is free again."""
-        deployment = self.deployment
-        deployment.inflight -= 1
-        if deployment.tpm is not None and self.content:
-            # Only whole answers count towards a TPM hint: a stream's usage, when asked
-            # for, comes in its last event, which is not decoded here.
-            try:
-                usage = _read_usage(self.content).usage
-            except msgspec.MsgspecError:
-                return
-            if usage is not None:
-                deployment.used_tokens(usage.total_tokens)
 
 
 class Forwarder:
@@ -94,6 +65,7 @@ class Forwarder:
         """
         clock = self.timers.clock
         started = clock()
+        outcome = ctx.outcome
         budget = route.timeouts.total
         body, sent_model = outgoing.body, model
         attempts = 0
@@ -118,8 +90,11 @@ class Forwarder:
                     outgoing.body = body if target == model else _with_model(outgoing, body, target)
                     sent_model = target
                 outgoing.connect_timeout = candidate.timeouts.connect
-                ctx.provider, ctx.upstream_model = deployment.provider, target
+                ctx.provider = deployment.provider
+                outcome.provider, outcome.deployment = deployment.provider.name, deployment.name
+                outcome.upstream_model = target
                 attempts += 1
+                outcome.attempts = attempts
                 first_byte = min(deployment.timeout or candidate.timeouts.first_byte, left)
                 try:
                     answer = await self._attempt(ctx, deployment, outgoing, now, first_byte)
@@ -134,6 +109,7 @@ class Forwarder:
                                 *self._resolve(route.context_fallbacks),
                             ]
                             break
+                        ctx.upstream_seconds = clock() - started
                         raise _told(failure, attempts) from None
                     if attempt < retry.retries:
                         wait = retry.delay(attempt, _retry_after(failure))
@@ -142,15 +118,21 @@ class Forwarder:
                         await asyncio.sleep(wait)
                     continue
                 answer.route = candidate
-                headers = answer.headers
-                headers.append(_attempts_header(attempts))
-                headers.append(deployment.header)
-                headers.append(candidate.header or ("x-gateway-model", model or ""))
+                if candidate is not route:
+                    outcome.fallback = candidate.name
+                ctx.upstream_seconds = clock() - started
+                model_header = candidate.header or _model_header(model)
+                answer.headers = (
+                    (_attempts_header(attempts), deployment.header, model_header)
+                    if model_header is not None
+                    else (_attempts_header(attempts), deployment.header)
+                )
                 return answer
             if candidate is route and not context_switched:
                 candidates += self._resolve(route.fallbacks)
         if error is None:
             error = UpstreamTimeoutError(f"No attempt could start within {budget:g} s.")
+        ctx.upstream_seconds = clock() - started
         raise _told(error, attempts)
 
     def _resolve(self, names: tuple[str, ...]) -> list[Route]:
@@ -200,7 +182,7 @@ class Forwarder:
             streamed = upstream.status < 400 and upstream.content_type.startswith(STREAMED_TYPES)
             content = await upstream.first_chunk() if streamed else await upstream.read()
         except asyncio.CancelledError:
-            deployment.inflight -= 1
+            deployment.ended()
             if upstream is not None:
                 upstream.close()
             if timers.remove(task):
@@ -210,12 +192,12 @@ class Forwarder:
                 f"Upstream '{deployment.name}' did not answer within {first_byte:g} s."
             ) from None
         except BaseException:
-            deployment.inflight -= 1
+            deployment.ended()
             raise
         finally:
             timers.remove(task)
         if upstream.status >= 400:
-            deployment.inflight -= 1
+            deployment.ended()
             raise UpstreamStatusError(upstream.status, upstream.headers, content)
         return Answer(upstream, b"" if streamed else content, streamed, deployment)
 
@@ -237,6 +219,13 @@ def _attempts_header(attempts: int) -> tuple[str, str]:
     if attempts < len(_ATTEMPTS_HEADERS):
         return _ATTEMPTS_HEADERS[attempts]
     return ("x-gateway-attempts", str(attempts))
+
+
+def _model_header(model: str | None) -> tuple[str, str] | None:
+    """``x-gateway-model`` for a model the client named (in open mode): left out unless
+    the name is a valid header value."""
+    value = safe_header_value(model) if model else None
+    return None if value is None else ("x-gateway-model", value)
 
 
 def _told(error: GatewayError, attempts: int) -> GatewayError:

@@ -7,6 +7,9 @@ A hook implements any subset of::
     after_response(ctx, response)   -> None              (edit the response)
     on_chunk(ctx, event)            -> None              (edit or drop one SSE event)
     on_error(ctx, error)            -> Response | None   (observe, or answer differently)
+    on_complete(ctx)                -> None              (the request is over: ctx.outcome)
+    startup()                       -> None              (once per worker, before serving)
+    shutdown()                      -> None              (once per worker, at exit)
 
 Methods may be ``async`` or plain. A hook takes part in *every* event it implements.
 The per-event lists are built once, when the gateway is built, so an event without
@@ -20,7 +23,16 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-EVENTS = ("authenticate", "before_request", "after_response", "on_chunk", "on_error")
+EVENTS = (
+    "authenticate",
+    "before_request",
+    "after_response",
+    "on_chunk",
+    "on_error",
+    "on_complete",
+    "startup",
+    "shutdown",
+)
 
 Handler = Callable[..., Any]
 
@@ -77,6 +89,9 @@ class Hooks:
     after_response: HookList
     on_chunk: HookList
     on_error: HookList
+    on_complete: HookList
+    startup: HookList
+    shutdown: HookList
 
 
 class FunctionHook:

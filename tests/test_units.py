@@ -23,8 +23,9 @@ from gateway import (
 from gateway.auth import APIKeyAuth, presented_key
 from gateway.config import ConfigError, Settings, build_registry
 from gateway.endpoints import CHAT
+from gateway.headers import forwardable_headers, passable_headers
 from gateway.hooks import FunctionHook, Hooks, load_hook
-from gateway.http import error_response, forwardable_headers, passable_headers
+from gateway.http import error_response
 
 # --------------------------------------------------------------------------- hooks
 
@@ -159,10 +160,13 @@ def test_response_headers_to_pass_on():
         ("Set-Cookie", "a=b"),
         ("Content-Length", "10"),
         ("Retry-After", "3"),
+        ("X-Request-Id", "req_upstream_1"),
+        ("Content-Encoding", "gzip"),
     ]
     assert passable_headers(upstream) == [
-        ("Content-Type", "application/json"),
-        ("Retry-After", "3"),
+        ("content-type", "application/json"),
+        ("retry-after", "3"),
+        ("x-upstream-request-id", "req_upstream_1"),
     ]
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..context import RequestContext
-    from ..http import HeaderList
+    from ..headers import HeaderList
 
 
 class UpstreamRequest(JSONMessage):

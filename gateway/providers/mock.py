@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..http import HeaderList
+from ..headers import HeaderList
 from . import Provider, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 MOCK_MODELS = ("mock-gpt", "mock-embedding")
 _CREATED = 1_700_000_000
 _encode = msgspec.json.Encoder().encode
-_JSON: HeaderList = [("content-type", "application/json")]
-_SSE: HeaderList = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+_JSON = (("content-type", "application/json"),)
+_SSE = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
 
 
 class MockResponse:
@@ -36,13 +36,13 @@ class MockResponse:
     def __init__(
         self,
         status: int,
-        headers: HeaderList,
+        headers: tuple[tuple[str, str], ...],
         body: bytes = b"",
         chunks: list[bytes] | None = None,
         delay: float = 0.0,
     ) -> None:
         self.status = status
-        self.headers = headers
+        self.headers: HeaderList = list(headers)  # this response's own
         self._body = body
         self._chunks = chunks
         self._delay = delay

@@ -9,7 +9,7 @@ import aiohttp
 from yarl import URL
 
 from ..errors import UpstreamProtocolError, UpstreamUnavailableError
-from ..http import HeaderList, passable_headers
+from ..headers import HeaderList, passable_headers
 from . import Provider, UpstreamRequest
 
 if TYPE_CHECKING:

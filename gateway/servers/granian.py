@@ -9,6 +9,7 @@ from typing import Any
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..app import Gateway
+from ..errors import IncompleteBodyError
 from ..http import Request, StreamingResponse
 from . import freeze_startup_heap, on_stop_signal
 
@@ -62,13 +63,20 @@ class RSGIApp:
         self._timers.add(protocol, ARM_AFTER, self._watch, task, protocol)
         headers = scope.headers
         try:
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) <= self._max_body:
-                body = await protocol()
+            try:
+                length = headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) <= self._max_body:
+                    body = await protocol()
+                else:
+                    body = await self._read_limited(protocol)
+            except ProtocolClosed:  # the body ended early, or its chunked framing is broken
+                request = Request(scope.method, scope.path, scope.query_string, headers, b"")
+                response = await self.gateway.refuse(request, IncompleteBodyError())
             else:
-                body = await self._read_limited(protocol)
-            request = Request(scope.method, scope.path, scope.query_string, headers, body)
-            response = await self.gateway.handle(request)
+                request = Request(
+                    scope.method, scope.path, scope.query_string, headers, body, scope.client
+                )
+                response = await self.gateway.handle(request)
             if type(response) is StreamingResponse:
                 try:
                     transport = protocol.response_stream(response.status, response.headers)

@@ -32,7 +32,8 @@ from robyn.responses import StreamingResponse as RobynStreamingResponse
 from robyn.robyn import SocketHeld, get_version
 
 from ..app import Gateway
-from ..http import HeaderList, Request, StreamingResponse
+from ..headers import HeaderList
+from ..http import Request, StreamingResponse
 from . import freeze_startup_heap
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")

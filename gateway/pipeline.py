@@ -1,0 +1,261 @@
+"""The request pipeline of the model endpoints, once the caller is authenticated.
+
+read routing fields -> resolve model -> before_request hooks -> forward (attempts,
+retries, fallbacks) -> after_response hooks, or the stream relay (chunk hooks, usage)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import MutableSet
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from . import multipart
+from .endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
+from .errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+)
+from .forwarding import Answer, Forwarder
+from .headers import forwardable_headers
+from .http import Request, Response, StreamingResponse, json_response
+from .outcome import Usage
+from .providers import UpstreamRequest
+from .relay import EndCallback, Relay
+from .sse import run_chunk_hooks
+from .types import Model, ModelList
+from .usage import usage_of_answer
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .context import RequestContext
+    from .hooks import Hooks
+    from .registry import ModelRegistry, Route
+    from .timers import Timers
+
+logger = logging.getLogger("gateway")
+
+AnyResponse = Response | StreamingResponse
+
+# A passthrough path is appended to the provider's base URL, so it may hold only plain
+# path characters, and no segment may climb out of the API root, encoded or not.
+_SAFE_PATH = re.compile(r"/v1(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
+_CLIMBING = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)|%2f|%5c", re.IGNORECASE)
+
+# What the gateway adds to a streamed chat or completions request whose client did not
+# ask for usage, so that the stream's tokens are counted (the answer is stripped of it).
+_INCLUDE_USAGE = b',"stream_options":{"include_usage":true}'
+_USAGE_ENDPOINTS = (CHAT, COMPLETIONS)
+
+
+class Pipeline:
+    """Serves the model endpoints: everything from the routing fields to the response."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        hooks: Hooks,
+        forwarder: Forwarder,
+        timers: Timers,
+        streams: MutableSet[Relay],
+        *,
+        on_stream_end: EndCallback,
+        notify_error: Callable[[RequestContext, GatewayError], Awaitable[Response | None]],
+        stream_usage: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.hooks = hooks
+        self.forwarder = forwarder
+        self.timers = timers
+        self.streams = streams
+        self.on_stream_end = on_stream_end
+        self.notify_error = notify_error
+        self.stream_usage = stream_usage
+        self.model_list = msgspec.json.encode(
+            ModelList(data=[Model(id=name) for name in registry.names()])
+        )
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def model_endpoint(
+        self, endpoint: Endpoint, ctx: RequestContext, request: Request, body: bytes
+    ) -> AnyResponse:
+        """Chat completions, completions, embeddings: a JSON body with a model."""
+        ctx.outcome.endpoint = endpoint.name
+        fields = endpoint.parse(json_body(body))
+        return await self.forward(
+            ctx, request, endpoint, body, fields.model, fields.stream, fields.stream_options
+        )
+
+    async def list_models(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+        ctx.outcome.endpoint = "models"
+        if self.registry.is_open:
+            return await self.forward(ctx, request, PASSTHROUGH, b"", None, None)
+        return json_response(200, self.model_list)
+
+    async def passthrough(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+        """Any other ``/v1`` path: forwarded as sent, to the provider its model names."""
+        ctx.outcome.endpoint = "passthrough"
+        path = request.path
+        if not path.startswith("/v1/") or not _SAFE_PATH.fullmatch(path) or _CLIMBING.search(path):
+            raise NotFoundError(f"Unknown path: {path}", code="unknown_url")
+        if request.method == "GET" and path.startswith("/v1/models/"):
+            model_id = path[len("/v1/models/") :]
+            if not self.registry.is_open:
+                if model_id not in self.registry.names():
+                    raise ModelNotFoundError(model_id)
+                return json_response(200, msgspec.json.encode(Model(id=model_id)))
+        model: str | None = None
+        stream: bool | None = None
+        content_type = request.headers.get("content-type")
+        if content_type is not None and content_type.lower().startswith("multipart/"):
+            boundary = multipart.boundary_of(content_type)
+            if boundary is None:
+                raise InvalidRequestError("The multipart body has no boundary.")
+            model = multipart.read_field(body, boundary, "model")
+        elif body and (content_type is None or "json" in content_type):
+            fields = PASSTHROUGH.parse(json_body(body))
+            model, stream = fields.model, fields.stream
+        return await self.forward(ctx, request, PASSTHROUGH, body, model, stream)
+
+    # ------------------------------------------------------------------ forwarding
+
+    async def forward(
+        self,
+        ctx: RequestContext,
+        request: Request,
+        endpoint: Endpoint,
+        body: bytes,
+        model: str | None,
+        stream: bool | None,
+        stream_options: msgspec.Raw = NOT_SENT,
+    ) -> AnyResponse:
+        route = self.registry.resolve(model) if model is not None else self._default_route()
+        outcome = ctx.outcome
+        outcome.model, outcome.stream = model, bool(stream)
+        ctx.provider, outcome.upstream_model = route.provider, route.upstream_model or model
+        outgoing = UpstreamRequest(
+            request.method,
+            request.path[3:],  # below /v1: providers append it to their base URL
+            request.query,
+            forwardable_headers(request.headers),
+            body,
+            endpoint.request_type,
+        )
+        if self.hooks.before_request:
+            answer = await self.hooks.before_request.first(ctx, outgoing)
+            if answer is not None:
+                return answer.copy()
+            if outgoing.body is not body and model is not None:
+                # A hook changed the body; it may have named another model.
+                new_model = outgoing.json.get("model")
+                if isinstance(new_model, str) and new_model != model:
+                    route = self.registry.resolve(new_model)
+                    outcome.model = model = new_model
+        strip_usage = False
+        if stream and self.stream_usage and endpoint in _USAGE_ENDPOINTS:
+            strip_usage = _ask_for_usage(outgoing, body, stream_options)
+        answer = await self.forwarder.exchange(ctx, route, outgoing, model)
+        upstream = answer.upstream
+        headers = [*upstream.headers, *answer.headers]
+        if answer.streamed:
+            return self._stream(ctx, endpoint, answer, headers, strip_usage)
+        content = answer.content
+        usage = None
+        if upstream.status < 300 and upstream.content_type.startswith("application/json"):
+            usage = outcome.usage = usage_of_answer(content)
+        answer.deployment.ended(_tokens(usage))
+        response = Response(upstream.status, headers, content, endpoint.response_type)
+        if self.hooks.after_response:
+            await self.hooks.after_response.each(ctx, response)
+        return response
+
+    def _default_route(self) -> Route:
+        route = self.registry.default_route()
+        if route is None:
+            raise NotFoundError(
+                "This request names no model and the gateway has no default provider."
+            )
+        return route
+
+    def _stream(
+        self,
+        ctx: RequestContext,
+        endpoint: Endpoint,
+        answer: Answer,
+        headers: list[tuple[str, str]],
+        strip_usage: bool,
+    ) -> StreamingResponse:
+        upstream = answer.upstream
+        chunks = upstream.iter_chunks()
+        is_sse = upstream.content_type.startswith("text/event-stream")
+        if is_sse and self.hooks.on_chunk:
+            chunks = run_chunk_hooks(self.hooks.on_chunk, ctx, chunks, endpoint.chunk_type)
+        deployment = answer.deployment
+        on_stream_end = self.on_stream_end
+
+        def on_end(ctx: RequestContext, how: str, failure: Exception | None) -> None:
+            deployment.ended(_tokens(ctx.outcome.usage))
+            on_stream_end(ctx, how, failure)
+
+        async def on_error(error: Exception) -> bytes | None:
+            # Headers and some events are out: the status cannot change any more. Say
+            # so in the stream, without a [DONE], so it never passes for a full answer.
+            if not isinstance(error, GatewayError):
+                logger.error("stream %s failed", ctx.request_id, exc_info=error)
+                error = InternalError("The gateway failed while streaming.")
+            await self.notify_error(ctx, error)
+            return b"data: " + error.body() + b"\n\n" if is_sse else None
+
+        relay = Relay(
+            ctx,
+            chunks,
+            on_error=on_error,
+            on_end=on_end,
+            close_upstream=upstream.close,
+            timers=self.timers,
+            idle=answer.route.timeouts.idle,  # type: ignore[union-attr]  # the answering model's
+            running=self.streams,
+            strip_usage=strip_usage and is_sse,
+            read_usage=is_sse,
+        )
+        return StreamingResponse(upstream.status, headers, relay.iterate())
+
+
+def _tokens(usage: Usage | None) -> int:
+    return 0 if usage is None else usage.total_tokens
+
+
+def _ask_for_usage(outgoing: UpstreamRequest, body: bytes, stream_options: msgspec.Raw) -> bool:
+    """Ask the upstream for the stream's usage when the client did not; ``True`` when
+    the gateway asked (and so must take the usage event back out)."""
+    if outgoing.body is body and not stream_options:
+        # The usual case: no stream_options. Spliced in, the body is not re-encoded.
+        end = body.rindex(b"}")
+        outgoing.body = body[:end] + _INCLUDE_USAGE + body[end:]
+        return True
+    options = outgoing.json.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    options = options if isinstance(options, dict) else {}
+    outgoing.json["stream_options"] = {**options, "include_usage": True}
+    return True
+
+
+def json_body(body: bytes) -> bytes:
+    """The body, if it can be JSON at all: present and valid UTF-8."""
+    if not body:
+        raise InvalidRequestError("The request body is empty; expected a JSON object.")
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            raise InvalidRequestError("The request body is not valid UTF-8.") from None
+    return body

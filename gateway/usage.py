@@ -1,0 +1,161 @@
+"""Token usage in OpenAI's wire format: read from a whole answer or a stream's tail.
+
+A whole answer has ``usage`` at its top level. A stream has it in its last event
+before ``[DONE]`` — when the request asked for it with ``stream_options.include_usage``
+— so only the last chunks are looked at, never every event. When the gateway asked
+on the client's behalf, ``UsageStripper`` takes that event (and the ``"usage":null``
+the upstream then adds to every chunk) back out, so the client sees what it asked for.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .outcome import Usage
+
+
+class _Details(msgspec.Struct, gc=False):
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class _WireUsage(msgspec.Struct, gc=False):
+    """Chat and completions (``prompt_``/``completion_``) and the Responses API
+    (``input_``/``output_``) spell the same counts differently."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: _Details | None = None
+    input_tokens_details: _Details | None = None
+    completion_tokens_details: _Details | None = None
+    output_tokens_details: _Details | None = None
+
+    def usage(self) -> Usage:
+        prompt = self.prompt_tokens if self.prompt_tokens is not None else self.input_tokens or 0
+        completion = (
+            self.completion_tokens
+            if self.completion_tokens is not None
+            else self.output_tokens or 0
+        )
+        prompt_details = self.prompt_tokens_details or self.input_tokens_details
+        completion_details = self.completion_tokens_details or self.output_tokens_details
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=self.total_tokens
+            if self.total_tokens is not None
+            else prompt + completion,
+            cached_tokens=prompt_details.cached_tokens if prompt_details else 0,
+            reasoning_tokens=completion_details.reasoning_tokens if completion_details else 0,
+        )
+
+
+class _Answer(msgspec.Struct, gc=False):
+    """Only ``usage`` of an answer is decoded; everything else is skipped."""
+
+    usage: _WireUsage | None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def usage_of_answer(body: bytes) -> Usage | None:
+    """The usage of a whole JSON answer, if it states one."""
+    try:
+        wire = _decode_answer(body).usage
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return None if wire is None else wire.usage()
+
+
+_USAGE_KEY = b'"usage":'
+
+
+def usage_of_stream_tail(tail: bytes) -> Usage | None:
+    """The usage in the last event of ``tail`` that states one (the stream's last bytes)."""
+    position = len(tail)
+    while (position := tail.rfind(_USAGE_KEY, 0, position)) != -1:
+        start = tail.rfind(b"data:", 0, position)
+        if start == -1:
+            return None
+        end = tail.find(b"\n", position)
+        usage = usage_of_answer(tail[start + 5 : end if end != -1 else len(tail)])
+        if usage is not None:
+            return usage
+    return None
+
+
+# The "usage": null an upstream adds to every chunk once usage is asked for, as
+# OpenAI (compact) and Python-based servers (spaced) write it.
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
+
+
+def _boundary_end(data: bytes) -> int:
+    """Where the last complete event of ``data`` ends (after its blank line), or -1."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf != -1 else -1, crlf + 4 if crlf != -1 else -1)
+
+
+class UsageStripper:
+    """Takes the usage the gateway asked for out of a stream, and keeps it.
+
+    Chunks that hold whole events pass through without a copy; an event split across
+    reads is held back until its end arrives (an SSE client cannot use half an event).
+    """
+
+    __slots__ = ("_held", "usage")
+
+    def __init__(self) -> None:
+        self._held = b""
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._held:
+            chunk = self._held + chunk
+            self._held = b""
+        end = _boundary_end(chunk)
+        if end != len(chunk):
+            if end == -1:
+                self._held = chunk
+                return b""
+            chunk, self._held = chunk[:end], chunk[end:]
+        if b'"usage"' in chunk:
+            chunk = self._strip(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        """What was held back when the stream ended (an event missing its blank line)."""
+        held, self._held = self._held, b""
+        return self._strip(held) if b'"usage"' in held else held
+
+    def _strip(self, data: bytes) -> bytes:
+        for null in _NULL_USAGE:
+            if null in data:
+                data = data.replace(null, b"")
+        position = data.find(_USAGE_KEY)
+        while position != -1:
+            start, end = _event_span(data, position)
+            event = data[start:end]
+            line = event.find(b"data:")
+            usage = usage_of_answer(event[line + 5 :]) if line != -1 else None
+            if usage is not None:
+                self.usage = usage
+                if any(empty in event for empty in _EMPTY_CHOICES):
+                    data = data[:start] + data[end:]  # the event the client did not ask for
+                    end = start
+            position = data.find(_USAGE_KEY, end)
+        return data
+
+
+def _event_span(data: bytes, position: int) -> tuple[int, int]:
+    """The start and end (after its blank line) of the event that holds ``position``."""
+    lf, crlf = data.rfind(b"\n\n", 0, position), data.rfind(b"\r\n\r\n", 0, position)
+    start = max(lf + 2 if lf != -1 else 0, crlf + 4 if crlf != -1 else 0)
+    lf, crlf = data.find(b"\n\n", position), data.find(b"\r\n\r\n", position)
+    ends = [i + 2 for i in (lf,) if i != -1] + [i + 4 for i in (crlf,) if i != -1]
+    return start, min(ends) if ends else len(data)
