@@ -1,36 +1,44 @@
-# Two commands matter: `make run` and `make test`. Both create .venv on first use.
+# Two commands matter: `make run` and `make test`. Both create .venv on first use:
+# `make run` installs what serving needs; `make test` and `make bench` add the dev tools.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP   := $(VENV)/.installed-dev
 
 .PHONY: run test lint format bench bench-micro clean
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
+	@echo "make: installing the gateway and what serving needs into $(VENV) (first run only, about a minute)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $(SERVE_STAMP)
 
-run: $(STAMP)
+$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml
+	@echo "make: installing the test and benchmark tools into $(VENV) (first run only)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(DEV_STAMP)
+
+run: $(SERVE_STAMP)
 	$(BIN)/python -m gateway
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results
 
-bench-micro: $(STAMP)
+bench-micro: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests/test_microbench.py --benchmark-enable --benchmark-only \
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name

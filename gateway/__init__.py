@@ -1,5 +1,13 @@
 """A fast, programmable, OpenAI-compatible AI gateway."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("gateway")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from .app import Gateway, Limits
 from .balancing import Deployment
 from .context import RequestContext

@@ -25,6 +25,7 @@ from .errors import (
     GatewayError,
     HeadersTooLargeError,
     InternalError,
+    InvalidRequestError,
     NotFoundError,
     RequestTooLargeError,
     ShuttingDownError,
@@ -234,6 +235,11 @@ class Gateway:
             return await probe(request)
         if self.hooks.authenticate:
             await self._authenticate(ctx, request)
+        upgrade = request.headers.get("upgrade")
+        if upgrade is not None and "websocket" in upgrade.lower():
+            raise InvalidRequestError(
+                "WebSocket connections are not served by this gateway.", code="upgrade_refused"
+            )
         encoding = request.headers.get("content-encoding")
         if encoding is not None:
             body = decode_body(body, encoding, limits.max_body_bytes)

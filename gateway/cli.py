@@ -1,18 +1,55 @@
-"""``python -m gateway``: configure from the environment, then serve."""
+"""``python -m gateway``: configure from the environment (and flags), then serve."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
+import ipaddress
 import logging
+import os
 import resource
 import shlex
+import socket
 import sys
+from collections.abc import Sequence
 
+from . import __version__
 from .app import Gateway
 from .config import ConfigError, Settings, build_gateway
 from .providers.mock import MOCK_MODELS, MockProvider
 
 logger = logging.getLogger("gateway")
+
+# Flags override these variables; everything else is read from the environment.
+FLAG_VARIABLES = {
+    "host": "GATEWAY_HOST",
+    "port": "GATEWAY_PORT",
+    "workers": "GATEWAY_WORKERS",
+    "config": "GATEWAY_CONFIG",
+    "server": "GATEWAY_SERVER",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="A fast, programmable, OpenAI-compatible AI gateway. Configured by "
+        "environment variables (see the README); these flags override them.",
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    parser.add_argument("--host", help="listen address (GATEWAY_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", help="listen port (GATEWAY_PORT, default 8080)")
+    parser.add_argument("--workers", help="worker processes (GATEWAY_WORKERS, default 1)")
+    parser.add_argument("--server", help="granian or robyn (GATEWAY_SERVER, default granian)")
+    parser.add_argument("--config", metavar="PATH", help="config file (GATEWAY_CONFIG)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the environment and the config file, print what would be served, "
+        "and exit: 0 when all is well, 1 when not",
+    )
+    return parser
 
 
 def configure_logging(level: str) -> None:
@@ -32,7 +69,36 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """Fail now, in one line, if the address cannot be listened on or another process
+    holds the port. (The servers share a port between their own workers, and would
+    silently share it with any other process that asked the same way.)"""
+    if all(part.isdigit() for part in host.split(".")):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"GATEWAY_HOST: {host!r} is not a valid IPv4 address") from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"GATEWAY_HOST: cannot listen on {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"GATEWAY_PORT: {host}:{port} is already in use by another process"
+                ) from None
+            raise ConfigError(
+                f"GATEWAY_HOST: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
+
+
 def example_curl(settings: Settings, gateway: Gateway) -> str:
+    """A curl line that works as pasted (with the key variable it names, when keys are on)."""
     registry = gateway.registry
     if isinstance(registry.default, MockProvider) and registry.is_open:
         model = MOCK_MODELS[0]
@@ -43,14 +109,15 @@ def example_curl(settings: Settings, gateway: Gateway) -> str:
     parts = ["curl", f"http://{host}:{settings.port}/v1/chat/completions"]
     parts += ["-H", "Content-Type: application/json"]
     line = " ".join(shlex.quote(p) for p in parts)
-    if gateway.requires_auth:  # left for the shell to expand: the key is never printed
+    if gateway.requires_auth:  # the key is never printed: the shell fills it in
         line += ' -H "Authorization: Bearer $GATEWAY_KEY"'
     return f"{line} -d {shlex.quote(body)}"
 
 
-def describe(settings: Settings, gateway: Gateway) -> None:
+def describe(settings: Settings, gateway: Gateway, say: logging.Logger | None = None) -> None:
+    say = say or logger
     registry = gateway.registry
-    logger.info(
+    say.info(
         "serving on http://%s:%d with %s, %d worker(s)",
         settings.host,
         settings.port,
@@ -58,27 +125,53 @@ def describe(settings: Settings, gateway: Gateway) -> None:
         settings.workers,
     )
     for provider in registry.providers():
-        logger.info("provider %s", provider.describe())
+        say.info("provider %s", provider.describe())
     if registry.is_open:
-        logger.info("every model goes to provider %r", getattr(registry.default, "name", None))
+        say.info("every model goes to provider %r", getattr(registry.default, "name", None))
     else:
-        logger.info("models: %s", ", ".join(registry.names()))
+        say.info("models: %s", ", ".join(registry.names()))
     if isinstance(registry.default, MockProvider):
-        logger.warning(
+        say.warning(
             "no upstream configured (OPENAI_API_KEY / OPENAI_BASE_URL / GATEWAY_CONFIG): "
             "answering with the built-in mock provider"
         )
     if not gateway.requires_auth:
-        logger.warning("GATEWAY_API_KEYS is not set: clients are not authenticated")
+        say.warning("GATEWAY_API_KEYS is not set: clients are not authenticated")
     if gateway.hooks.hooks:
-        logger.info("hooks: %s", ", ".join(repr(h) for h in gateway.hooks.hooks))
-    logger.info("try: %s", example_curl(settings, gateway))
+        say.info("hooks: %s", ", ".join(repr(h) for h in gateway.hooks.hooks))
+    if gateway.requires_auth:
+        say.info(
+            "try (with GATEWAY_KEY set to one of your keys): %s", example_curl(settings, gateway)
+        )
+    else:
+        say.info("try: %s", example_curl(settings, gateway))
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    environ = dict(os.environ)
+    for flag, variable in FLAG_VARIABLES.items():
+        value = getattr(args, flag)
+        if value is not None:
+            environ[variable] = value
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(environ)
         gateway = build_gateway(settings)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1 if args.check else 2
+    if args.check:
+        check = logging.getLogger("gateway.check")
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        check.handlers[:] = [handler]
+        check.setLevel(logging.INFO)
+        check.propagate = False
+        describe(settings, gateway, check)
+        print("configuration OK")
+        return 0
+    try:
+        check_listen_address(settings.host, settings.port)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -98,5 +191,6 @@ def main() -> int:
         max_concurrency=settings.max_concurrency,
         drain_seconds=settings.drain_seconds,
         log_level=settings.log_level,
+        max_header_bytes=settings.max_header_bytes,
     )
     return 0

@@ -50,6 +50,8 @@ class Settings:
     retries: int = 2
     drain_seconds: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    stream_usage: bool = True
     max_connections: int = 0
     max_concurrency: int = 4096
     hooks: tuple[str, ...] = ()
@@ -69,7 +71,7 @@ class Settings:
             server=env.choice("GATEWAY_SERVER", SERVERS, cls.server),
             openai_api_key=env.text("OPENAI_API_KEY"),
             openai_base_url=env.url("OPENAI_BASE_URL"),
-            api_keys=env.items("GATEWAY_API_KEYS"),
+            api_keys=env.keys("GATEWAY_API_KEYS"),
             upstream_timeout=env.seconds("GATEWAY_UPSTREAM_TIMEOUT", cls.upstream_timeout),
             connect_timeout=env.seconds("GATEWAY_CONNECT_TIMEOUT", cls.connect_timeout),
             idle_timeout=env.seconds("GATEWAY_IDLE_TIMEOUT", cls.idle_timeout),
@@ -77,6 +79,10 @@ class Settings:
             retries=env.number("GATEWAY_RETRIES", int, cls.retries, 0, 20),
             drain_seconds=env.number("GATEWAY_DRAIN_SECONDS", float, cls.drain_seconds, 0),
             max_body_bytes=env.number("GATEWAY_MAX_BODY_BYTES", int, cls.max_body_bytes, 1),
+            max_header_bytes=env.number(
+                "GATEWAY_MAX_HEADER_BYTES", int, cls.max_header_bytes, 1024, 1024 * 1024
+            ),
+            stream_usage=env.switch("GATEWAY_STREAM_USAGE", cls.stream_usage),
             max_connections=env.number("GATEWAY_MAX_CONNECTIONS", int, cls.max_connections, 0),
             max_concurrency=env.number("GATEWAY_MAX_CONCURRENCY", int, cls.max_concurrency, 1),
             hooks=env.items("GATEWAY_HOOKS"),
@@ -88,7 +94,11 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_connections=self.max_connections,
+        )
 
 
 class _Env:
@@ -103,6 +113,26 @@ class _Env:
 
     def items(self, name: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in (self.text(name) or "").split(",") if item.strip())
+
+    def keys(self, name: str) -> tuple[str, ...]:
+        """Comma-separated secrets: set means at least one, never silently none."""
+        keys = self.items(name)
+        if name in self.environ and not keys:
+            raise ConfigError(
+                f"{name}: set but holds no key; give at least one, or unset it to run "
+                "without client authentication"
+            )
+        return keys
+
+    def switch(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("on", "true", "1", "yes"):
+            return True
+        if raw.lower() in ("off", "false", "0", "no"):
+            return False
+        raise ConfigError(f"{name}: expected on or off, got {raw!r}")
 
     def number(
         self,
@@ -422,6 +452,12 @@ def build_gateway(settings: Settings) -> Gateway:
             raise ConfigError(f"GATEWAY_HOOKS: cannot load {path!r}: {exc}") from None
     registry = build_registry(settings)
     try:
-        return Gateway(registry, hooks=hooks, api_keys=settings.api_keys, limits=settings.limits)
+        return Gateway(
+            registry,
+            hooks=hooks,
+            api_keys=settings.api_keys,
+            limits=settings.limits,
+            stream_usage=settings.stream_usage,
+        )
     except TypeError as exc:  # a hook that implements no event
         raise ConfigError(f"GATEWAY_HOOKS: {exc}") from None

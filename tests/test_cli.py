@@ -18,9 +18,9 @@ from tests.conftest import SERVERS, start_gateway, upstream_env
 from tests.gateway_process import ROOT, clean_environ, raw_request
 
 
-def run_gateway(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway"],
+        [sys.executable, "-m", "gateway", *args],
         cwd=ROOT,
         env={**clean_environ(), **env},
         capture_output=True,
@@ -45,6 +45,12 @@ def run_gateway(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({"GATEWAY_HOOKS": "no_such_module:Hook"}, "GATEWAY_HOOKS", "cannot load"),
         ({"GATEWAY_HOOKS": "tests.sample_hooks"}, "GATEWAY_HOOKS", "module:attribute"),
         ({"GATEWAY_HOOKS": "tests.sample_hooks:HOOK_KEY"}, "GATEWAY_HOOKS", "implements none"),
+        ({"GATEWAY_HOST": "999.1.1.1"}, "GATEWAY_HOST", "not a valid IPv4 address"),
+        ({"GATEWAY_HOST": "203.0.113.9"}, "GATEWAY_HOST", "cannot listen on"),
+        ({"GATEWAY_API_KEYS": ""}, "GATEWAY_API_KEYS", "set but holds no key"),
+        ({"GATEWAY_API_KEYS": " , ,"}, "GATEWAY_API_KEYS", "set but holds no key"),
+        ({"GATEWAY_MAX_HEADER_BYTES": "10"}, "GATEWAY_MAX_HEADER_BYTES", "an integer from"),
+        ({"GATEWAY_STREAM_USAGE": "maybe"}, "GATEWAY_STREAM_USAGE", "on or off"),
     ],
 )
 def test_a_wrong_value_stops_start_up_with_one_line(env, named, expected):
@@ -151,3 +157,103 @@ def test_a_worker_that_dies_is_replaced_and_the_others_serve_on(
         assert process.process.poll() is None
     finally:
         process.stop()
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_help_and_version_answer_and_start_nothing():
+    from gateway import __version__
+
+    helped = run_gateway({}, "--help")
+    assert helped.returncode == 0
+    for flag in ("--host", "--port", "--workers", "--config", "--check", "--version"):
+        assert flag in helped.stdout
+    versioned = run_gateway({}, "--version")
+    assert versioned.returncode == 0
+    assert versioned.stdout.strip() == f"gateway {__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", __version__)
+
+
+def test_check_prints_what_would_be_served_and_exits_0(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[providers.demo]\ntype = "mock"\n[models.m1]\nprovider = "demo"\n')
+    result = run_gateway({}, "--check", "--config", str(path), "--port", "9999")
+    assert result.returncode == 0, result.stderr
+    assert "http://127.0.0.1:9999" in result.stdout
+    assert "models: m1" in result.stdout
+    assert "configuration OK" in result.stdout
+
+
+def test_check_exits_1_with_the_one_line_on_a_wrong_value():
+    result = run_gateway({"GATEWAY_PORT": "abc"}, "--check")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "gateway: GATEWAY_PORT: expected an integer from 1 to 65535, got 'abc'"
+    ]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_flags_override_the_environment(server, tmp_path_factory):
+    from tests.gateway_process import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "1"],
+        cwd=ROOT,
+        env={**clean_environ(), "GATEWAY_PORT": "1", "GATEWAY_SERVER": server},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_port_held_by_another_process_stops_start_up_with_one_line(server):
+    import socket
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as the servers do
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_gateway({"GATEWAY_PORT": str(port), "GATEWAY_SERVER": server})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"gateway: GATEWAY_PORT: 127.0.0.1:{port} is already in use by another process"
+    ]
+
+
+def test_make_run_installs_only_what_serving_needs(tmp_path):
+    dry = subprocess.run(
+        ["make", "-n", "run", f"VENV={tmp_path}/venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert dry.returncode == 0, dry.stderr
+    installs = [line for line in dry.stdout.splitlines() if "pip install" in line]
+    assert installs and all("[dev]" not in line for line in installs), dry.stdout
+    assert any("echo" in line for line in dry.stdout.splitlines())  # it says what it does
+    tested = subprocess.run(
+        ["make", "-n", "test", f"VENV={tmp_path}/venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert any("[dev]" in line for line in tested.stdout.splitlines()), tested.stdout

@@ -146,3 +146,34 @@ def test_what_outlasts_the_drain_ends_with_a_shutting_down_error(
     assert waiting.status == 503
     assert json.loads(waiting.data)["error"]["code"] == "shutting_down"
     assert "in flight" in Path(gateway.log_path).read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("server", SERVERS)
+def test_ctrl_c_drains_like_sigterm_and_shuts_down_quietly(
+    server: str, workers: int, upstream_server: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
+    env = upstream_env(
+        upstream_server,
+        GATEWAY_WORKERS=str(workers),
+        GATEWAY_DRAIN_SECONDS="10",
+        GATEWAY_UPSTREAM_TIMEOUT="20",
+    )
+    gateway = start_gateway(tmp_path_factory, server, env)
+    try:
+        stream = InFlight(gateway, {"model": "sse:6:0.3", "stream": True, "messages": []})
+        waiting = InFlight(gateway, {"model": "slow:1.2", "messages": []})
+        time.sleep(0.4)
+        os.killpg(gateway.process.pid, signal.SIGINT)
+        stream.join(15)
+        waiting.join(15)
+        assert gateway.process.wait(15) == 0, gateway.log()
+    finally:
+        gateway.stop()
+    assert stream.status == 200
+    assert stream.data.endswith(b"data: [DONE]\n\n"), stream.data[-200:]
+    assert waiting.status == 200
+    log = Path(gateway.log_path).read_text()
+    assert "error accepting connection" not in log
+    assert "Traceback" not in log

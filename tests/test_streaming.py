@@ -9,7 +9,7 @@ import time
 import aiohttp
 
 from tests.gateway_process import raw_request
-from tests.upstream import _event
+from tests.upstream import _plain_event as _event
 
 CHAT = "/v1/chat/completions"
 JSON = {"content-type": "application/json"}

@@ -144,6 +144,13 @@ class Upstream:
     # ------------------------------------------------------------------ behaviour
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._answer(request)
+        # Like OpenAI, every answer carries the upstream's own request id.
+        if not response.prepared:
+            response.headers["X-Request-Id"] = f"req_upstream_{len(self.requests)}"
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(
             Recorded(
@@ -233,7 +240,9 @@ class Upstream:
                 }
             )
         if data.get("stream") or kind.startswith("sse"):
-            return await self._stream(request, kind, arg, path == "/v1/chat/completions")
+            options = data.get("stream_options") or {}
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            return await self._stream(request, kind, arg, path == "/v1/chat/completions", usage)
         return web.json_response(_completion(model, data, path == "/v1/chat/completions"))
 
     def _error(self, status: int) -> web.Response:
@@ -247,10 +256,15 @@ class Upstream:
         return web.json_response({"error": error}, status=status, headers=headers)
 
     async def _stream(
-        self, request: web.Request, kind: str, arg: str, chat: bool
+        self, request: web.Request, kind: str, arg: str, chat: bool, usage: bool = False
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Request-Id": "req_upstream_stream"}
+        )
         await response.prepare(request)
+        # As OpenAI does: with stream_options.include_usage, every chunk has "usage":null
+        # and one more chunk, with no choices, states the usage before [DONE].
+        _event = _usage_event if usage else _plain_event
         count, _, delay_text = arg.partition(":")
         count_n = int(count) if count else 5
         delay = float(delay_text) if delay_text else 0.0
@@ -293,6 +307,13 @@ class Upstream:
                 await asyncio.sleep(0.2)  # the events are out; then the upstream dies
                 request.transport.close()  # type: ignore[union-attr]
                 return response
+            if usage:
+                tail = _usage_tail(chat, count_n)
+                if kind == "sse-usage-split":  # the usage event straddles two writes
+                    await response.write(tail[:17])
+                    await asyncio.sleep(0.01)
+                    tail = tail[17:]
+                await response.write(tail)
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
@@ -301,7 +322,30 @@ class Upstream:
         return response
 
 
-def _event(chat: bool, text: str) -> bytes:
+STREAM_USAGE = {"prompt_tokens": 9, "completion_tokens": 0, "total_tokens": 9}
+
+
+def _usage_tail(chat: bool, completion_tokens: int) -> bytes:
+    usage = {**STREAM_USAGE, "completion_tokens": completion_tokens}
+    usage["total_tokens"] = usage["prompt_tokens"] + completion_tokens
+    payload = {
+        "id": "c1",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": usage,
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _usage_event(chat: bool, text: str) -> bytes:
+    """A chunk once usage is asked for: the same chunk, ending in ``"usage": null``."""
+    plain = _plain_event(chat, text)
+    return plain[: plain.rindex(b"}")] + b', "usage": null}\n\n'
+
+
+def _plain_event(chat: bool, text: str) -> bytes:
     if chat:
         choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
         payload = {

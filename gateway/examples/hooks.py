@@ -7,33 +7,24 @@ from __future__ import annotations
 
 import logging
 
-from gateway import PermissionDeniedError, RequestContext, Response, SSEEvent, UpstreamRequest
+from gateway import PermissionDeniedError, RequestContext, UpstreamRequest
 
 logger = logging.getLogger("gateway.usage")
 
 
 class UsageLog:
-    """Logs the token usage of every chat completion, streamed or not."""
+    """Logs the token usage of every request that reports one, streamed or not.
 
-    def before_request(self, ctx: RequestContext, request: UpstreamRequest) -> None:
-        if ctx.endpoint == "chat.completions" and ctx.stream:
-            # Ask the upstream to report usage in its last chunk, so streams are counted too.
-            request.json["stream_options"] = {"include_usage": True}
+    The gateway reads usage itself (a stream's from its last chunk, asked for on the
+    client's behalf); this hook only reads the request's outcome when it is over.
+    """
 
-    def after_response(self, ctx: RequestContext, response: Response) -> None:
-        if ctx.endpoint == "chat.completions":
-            usage = response.typed().usage
-            if usage:
-                self._log(ctx, usage.total_tokens)
-
-    def on_chunk(self, ctx: RequestContext, event: SSEEvent) -> None:
-        if ctx.endpoint == "chat.completions" and b'"usage"' in event.raw:
-            chunk = event.typed()
-            if chunk is not None and chunk.usage:
-                self._log(ctx, chunk.usage.total_tokens)
-
-    def _log(self, ctx: RequestContext, tokens: int) -> None:
-        logger.info("%s %s %s tokens=%d", ctx.request_id, ctx.identity, ctx.model, tokens)
+    def on_complete(self, ctx: RequestContext) -> None:
+        usage = ctx.outcome.usage
+        if usage is not None:
+            logger.info(
+                "%s %s %s tokens=%d", ctx.request_id, ctx.outcome.key, ctx.model, usage.total_tokens
+            )
 
 
 class BlockWords:

@@ -111,13 +111,24 @@ class RSGIApp:
         disconnected.add_done_callback(on_disconnect)
 
     async def _read_limited(self, protocol: HTTPProtocol) -> bytes:
-        """A body of unknown or too large a size: its first ``limit + 1`` bytes at most."""
-        parts, size = [], 0
+        """A body of unknown or too large a size: its first ``limit + 1`` bytes at most.
+
+        Granian's body iterator does not raise on a broken body (a chunked body cut
+        short or malformed): it yields an empty frame for the error, then one more for
+        the end, where a whole body ends with a single empty frame. So a second empty
+        frame means the body is broken.
+        """
+        parts, size, empty = [], 0, 0
         async for part in protocol:
+            if not part:
+                empty += 1
+                continue
             parts.append(part)
             size += len(part)
             if size > self._max_body:
                 break
+        if empty > 1:
+            raise ProtocolClosed("the request body is broken")
         return b"".join(parts)
 
 
@@ -130,11 +141,13 @@ def serve(
     max_concurrency: int,
     drain_seconds: float = 30.0,
     log_level: str = "info",
+    max_header_bytes: int = 64 * 1024,
     **options: Any,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then drain. Each worker gets its gateway by ``make_gateway``."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     server = Granian(
@@ -151,6 +164,11 @@ def serve(
         # A worker that has not finished draining well after its time is killed.
         workers_kill_timeout=int(drain_seconds) + 15,
         respawn_failed_workers=True,  # a worker that dies is replaced; the others serve on
+        # Granian's own header cap stays above the gateway's, which answers in OpenAI's
+        # shape; past Granian's, Granian answers a bare 431 itself.
+        http1_settings=HTTP1Settings(
+            max_buffer_size=max(HTTP1Settings.max_buffer_size, max_header_bytes + 16 * 1024)
+        ),
         **options,
     )
     server.serve(target_loader=lambda: RSGIApp(make_gateway(), drain_seconds), wrap_loader=False)

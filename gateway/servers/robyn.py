@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ipaddress
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -32,6 +34,7 @@ from robyn.responses import StreamingResponse as RobynStreamingResponse
 from robyn.robyn import SocketHeld, get_version
 
 from ..app import Gateway
+from ..errors import IncompleteBodyError
 from ..headers import HeaderList
 from ..http import Request, StreamingResponse
 from . import freeze_startup_heap
@@ -122,6 +125,8 @@ class RobynAdapter:
 
     async def startup(self) -> None:
         """Runs in each worker process, on its loop, before it serves."""
+        # Robyn's accept loop complains about the listener the supervisor shuts at exit.
+        logging.getLogger("actix_server").setLevel(logging.CRITICAL)
         await self.gateway.startup()
         freeze_startup_heap()
         loop = asyncio.get_running_loop()
@@ -154,6 +159,7 @@ class RobynAdapter:
     async def __call__(self, request: RobynRequest) -> RobynResponse | RobynStreamingResponse:
         headers: RobynHeaders | _Headers = request.headers
         content_type = headers.get("content-type")
+        incomplete = False
         if content_type is not None and content_type.startswith("multipart/form-data"):
             body, content_type = _rebuild_multipart(request)
             headers = _Headers(headers, {"content-type": content_type})
@@ -161,12 +167,24 @@ class RobynAdapter:
             body = request.body
             if type(body) is str:  # Robyn hands over valid UTF-8 as str
                 body = body.encode()
+            # Robyn runs the handler on whatever arrived before a client half-closed:
+            # a body shorter than its Content-Length is refused here. (A chunked body
+            # cut short cannot be told from a whole one: Robyn does not say.)
+            length = headers.get("content-length")
+            incomplete = (
+                length is not None
+                and length.isdigit()
+                and int(length) != len(body)
+                and headers.get("transfer-encoding") is None
+            )
         params = request.query_params
         # Robyn keeps query values as sent (still percent-encoded): join them back as they were.
         query = "" if params.empty() else "&".join(f"{k}={v}" for k, v in params.multi_items())
-        response = await self.gateway.handle(
-            Request(request.method, request.url.path, query, headers, body)
-        )
+        incoming = Request(request.method, request.url.path, query, headers, body, request.ip_addr)
+        if incomplete:
+            response = await self.gateway.refuse(incoming, IncompleteBodyError())
+        else:
+            response = await self.gateway.handle(incoming)
         if type(response) is StreamingResponse:
             media_type = next((v for k, v in response.headers if k.lower() == "content-type"), "")
             return RobynStreamingResponse(
@@ -180,6 +198,20 @@ class RobynAdapter:
             headers=_headers(response.headers),
             description=response.body,
         )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def _stop_listening(port: int) -> None:
@@ -231,6 +263,13 @@ def serve(
     function; one that dies is replaced; on SIGTERM this parent forwards the signal,
     waits for the workers to drain, and exits non-zero if one of them failed.
     """
+    if not _loopback(host):
+        logger.warning(
+            "Robyn is listening on %s, beyond this machine: one malformed chunked request "
+            "body aborts a Robyn worker (a Robyn limit). Put a proxy that reassembles "
+            "request bodies in front, or use Granian (GATEWAY_SERVER=granian, the default)",
+            host,
+        )
     adapter = RobynAdapter(make_gateway(), port, drain_seconds)
     app = create_app(adapter, log_level=log_level)
     listener = SocketHeld(host, port)
@@ -246,6 +285,12 @@ def serve(
     context = multiprocessing.get_context("fork")
 
     def run_worker(*args: object) -> None:
+        # A process group of its own: Ctrl-C in a terminal signals the foreground group,
+        # and must reach only this supervisor, which drains the workers (Robyn's server
+        # would end a worker's connections at once on SIGINT). If the supervisor dies
+        # without a word, the worker goes with it.
+        os.setpgid(0, 0)
+        _die_with_parent()
         # A replacement worker is forked after this parent set its handlers below: until
         # the worker's own startup sets its handlers, a signal must act as by default.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
