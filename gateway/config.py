@@ -13,11 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
+
 from .app import Gateway, Limits
 from .balancing import Deployment
+from .configfile import ConfigFile, FileError, RoutingTable, convert, parse_config
 from .hooks import load_hook
 from .policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
-from .providers import Provider
+from .providers import Provider, provider_types
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
 from .registry import ModelRegistry
@@ -189,7 +192,19 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid TOML: {exc}") from None
 
 
-def _providers(settings: Settings) -> dict[str, Provider]:
+def load_file(settings: Settings) -> ConfigFile:
+    """The config file's tables, checked against the schema (configfile.py)."""
+    try:
+        return parse_config(settings.file)
+    except FileError as exc:
+        raise _file_error(settings, str(exc)) from None
+
+
+def _file_error(settings: Settings, problem: str) -> ConfigError:
+    return ConfigError(f"GATEWAY_CONFIG ({settings.config_path}): {problem}")
+
+
+def _providers(settings: Settings, file: ConfigFile) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     if settings.openai_api_key or settings.openai_base_url:
         providers["openai"] = OpenAIProvider(
@@ -197,107 +212,27 @@ def _providers(settings: Settings) -> dict[str, Provider]:
             base_url=settings.openai_base_url or DEFAULT_BASE_URL,
             api_key=settings.openai_api_key,
         )
-    table = settings.file.get("providers", {})
-    if not isinstance(table, dict):
-        raise _file_error(settings, "providers", "expected a table of providers")
-    for name, spec in table.items():
+    types = provider_types()
+    for name, table in file.providers.items():
         where = f"providers.{name}"
-        if not isinstance(spec, dict):
-            raise _file_error(settings, where, "expected a table")
-        kind = spec.get("type", "openai")
-        try:
-            if kind == "mock":
-                providers[name] = MockProvider(name, chunk_delay=float(spec.get("chunk_delay", 0)))
-                continue
-            if kind != "openai":
-                raise ValueError(f"unknown type {kind!r}; expected 'openai' or 'mock'")
-            api_key = spec.get("api_key")
-            if "api_key_env" in spec:
-                api_key = settings.environ.get(spec["api_key_env"]) or None
-                if api_key is None:
-                    raise ValueError(f"environment variable {spec['api_key_env']} is not set")
-            headers = spec.get("headers", {})
-            if not isinstance(headers, dict) or not all(
-                isinstance(v, str) for v in headers.values()
-            ):
-                raise ValueError("headers must be a table of strings")
-            base_url = str(spec.get("base_url", DEFAULT_BASE_URL))
-            providers[name] = OpenAIProvider(
-                name, base_url=base_url, api_key=api_key, headers=headers
+        kind = table.get("type", "openai")
+        cls = types.get(kind) if isinstance(kind, str) else None
+        if cls is None or cls.Settings is None:
+            raise _file_error(
+                settings, f"{where}: unknown type {kind!r}; expected one of {', '.join(types)}"
             )
+        options = {key: value for key, value in table.items() if key != "type"}
+        try:
+            provider_settings = convert(options, cls.Settings, where)
+            providers[name] = cls.from_settings(name, provider_settings, settings.environ)
+        except FileError as exc:
+            raise _file_error(settings, str(exc)) from None
         except (TypeError, ValueError) as exc:
-            raise _file_error(settings, where, str(exc)) from None
+            raise _file_error(settings, f"{where}: {exc}") from None
     return providers
 
 
-def _file_error(settings: Settings, where: str, problem: str) -> ConfigError:
-    return ConfigError(f"GATEWAY_CONFIG ({settings.config_path}): {where}: {problem}")
-
-
-class _Table:
-    """Typed, validated reads of one table of the config file."""
-
-    def __init__(self, settings: Settings, where: str, spec: object) -> None:
-        if not isinstance(spec, dict):
-            raise _file_error(settings, where, "expected a table")
-        self.settings, self.where, self.spec = settings, where, spec
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return _file_error(self.settings, f"{self.where}.{key}", problem)
-
-    def text(self, key: str) -> str | None:
-        value = self.spec.get(key)
-        if value is not None and not isinstance(value, str):
-            raise self.error(key, "expected a string")
-        return value
-
-    def texts(self, key: str) -> list[str]:
-        value = self.spec.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, "expected a list of strings")
-        return value
-
-    def number(self, key: str, kind: type[int] | type[float], low: float = 0) -> Any:
-        value = self.spec.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            raise self.error(key, f"expected a number of at least {low:g}")
-        if kind is int and not isinstance(value, int):
-            raise self.error(key, "expected a whole number")
-        return kind(value)
-
-    def table(self, key: str) -> _Table | None:
-        value = self.spec.get(key)
-        return None if value is None else _Table(self.settings, f"{self.where}.{key}", value)
-
-    def tables(self, key: str) -> list[_Table]:
-        value = self.spec.get(key, [])
-        if not isinstance(value, list):
-            raise self.error(key, "expected an array of tables ([[...]])")
-        return [_Table(self.settings, f"{self.where}.{key}[{i}]", v) for i, v in enumerate(value)]
-
-    def check_keys(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.spec) - allowed)
-        if unknown:
-            raise self.error(
-                unknown[0], f"unknown setting; expected one of {', '.join(sorted(allowed))}"
-            )
-
-
-ROUTING_KEYS = {"retries", "retry_on", "timeouts", "cooldown", "backoff"}
-MODEL_KEYS = ROUTING_KEYS | {
-    "provider",
-    "model",
-    "aliases",
-    "deployments",
-    "strategy",
-    "fallbacks",
-    "context_fallbacks",
-}
-
-
-def routing_defaults(settings: Settings) -> RoutingDefaults:
+def routing_defaults(settings: Settings, file: ConfigFile | None = None) -> RoutingDefaults:
     """The environment's timeouts and retries, refined by the file's ``[routing]`` table."""
     base = RoutingDefaults(
         timeouts=Timeouts(
@@ -308,57 +243,34 @@ def routing_defaults(settings: Settings) -> RoutingDefaults:
         ),
         retry=Retry(retries=settings.retries),
     )
-    if "routing" not in settings.file:
+    file = file or load_file(settings)
+    if file.routing is None:
         return base
-    table = _Table(settings, "routing", settings.file["routing"])
-    table.check_keys(ROUTING_KEYS)
-    return RoutingDefaults(**_routing(table, base))
+    return RoutingDefaults(**_routing(file.routing, base))
 
 
-Field = tuple[str, type, float]  # the dataclass field, its type, its least value
-TIMEOUT_FIELDS: dict[str, Field] = {
-    name: (name, float, 0.001) for name in ("connect", "first_byte", "idle", "total")
-}
-BACKOFF_FIELDS: dict[str, Field] = {
-    "base": ("backoff", float, 0.0),
-    "max": ("backoff_max", float, 0.0),
-    "retry_after_max": ("retry_after_max", float, 0.0),
-}
-COOLDOWN_FIELDS: dict[str, Field] = {
-    "failures": ("failures", int, 1),
-    "window": ("window", float, 0.001),
-    "seconds": ("seconds", float, 0.0),
-}
-
-
-def _replaced(value: T, table: _Table | None, fields: dict[str, Field]) -> T:
-    """``value`` (a frozen dataclass) with the fields that ``table`` sets."""
+def _changed(value: T, table: msgspec.Struct | None, names: dict[str, str]) -> T:
+    """``value`` (a frozen dataclass) with the fields ``table`` sets (``names``: table
+    field -> dataclass field)."""
     if table is None:
         return value
-    table.check_keys(set(fields))
-    changes = {
-        name: table.number(key, kind, low)
-        for key, (name, kind, low) in fields.items()
-        if key in table.spec
-    }
+    values = {field: getattr(table, key) for key, field in names.items()}
+    changes = {field: value for field, value in values.items() if value is not None}
     return dataclasses.replace(value, **changes)  # type: ignore[type-var]
 
 
-def _retry_condition(value: object) -> bool:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return 100 <= value <= 599
-    return value in (CONNECTION, TIMEOUT)
+_TIMEOUTS = {name: name for name in ("connect", "first_byte", "idle", "total")}
+_BACKOFF = {"base": "backoff", "max": "backoff_max", "retry_after_max": "retry_after_max"}
+_COOLDOWN = {name: name for name in ("failures", "window", "seconds")}
 
 
-def _routing(table: _Table, base: RoutingDefaults) -> dict[str, Any]:
+def _routing(table: RoutingTable, base: RoutingDefaults) -> dict[str, Any]:
     """A table's timeouts, retry and cooldown settings, over ``base``."""
-    retry = _replaced(base.retry, table.table("backoff"), BACKOFF_FIELDS)
-    if (retries := table.number("retries", int)) is not None:
-        retry = dataclasses.replace(retry, retries=retries)
-    if "retry_on" in table.spec:
-        conditions = table.spec["retry_on"]
-        if not isinstance(conditions, list) or not all(map(_retry_condition, conditions)):
-            raise table.error("retry_on", 'expected HTTP statuses and "connection" / "timeout"')
+    retry = _changed(base.retry, table.backoff, _BACKOFF)
+    if table.retries is not None:
+        retry = dataclasses.replace(retry, retries=table.retries)
+    if table.retry_on is not None:
+        conditions = table.retry_on
         retry = dataclasses.replace(
             retry,
             statuses=frozenset(c for c in conditions if isinstance(c, int)),
@@ -366,19 +278,20 @@ def _routing(table: _Table, base: RoutingDefaults) -> dict[str, Any]:
             on_timeout=TIMEOUT in conditions,
         )
     return {
-        "timeouts": _replaced(base.timeouts, table.table("timeouts"), TIMEOUT_FIELDS),
+        "timeouts": _changed(base.timeouts, table.timeouts, _TIMEOUTS),
         "retry": retry,
-        "cooldown": _replaced(base.cooldown, table.table("cooldown"), COOLDOWN_FIELDS),
+        "cooldown": _changed(base.cooldown, table.cooldown, _COOLDOWN),
     }
 
 
-def build_registry(settings: Settings) -> ModelRegistry:
+def build_registry(settings: Settings, file: ConfigFile | None = None) -> ModelRegistry:
     """Providers and models from the environment and the config file."""
-    providers = _providers(settings)
-    default_name = settings.file.get("default_provider")
+    file = file or load_file(settings)
+    providers = _providers(settings, file)
+    default_name = file.default_provider
     if default_name is not None:
         if default_name not in providers:
-            raise _file_error(settings, "default_provider", f"unknown provider {default_name!r}")
+            raise _file_error(settings, f"default_provider: unknown provider {default_name!r}")
         default: Provider | None = providers[default_name]
     elif "openai" in providers:
         default = providers["openai"]
@@ -388,69 +301,65 @@ def build_registry(settings: Settings) -> ModelRegistry:
         default = MockProvider()
     else:
         default = None
-    defaults = routing_defaults(settings)
+    defaults = routing_defaults(settings, file)
     registry = ModelRegistry(default, defaults)
-    models = settings.file.get("models", {})
-    if not isinstance(models, dict):
-        raise _file_error(settings, "models", "expected a table of models")
 
-    def provider_of(table: _Table) -> Provider:
-        name = table.text("provider") or default_name
+    def provider_of(name: str | None, where: str) -> Provider:
+        name = name or default_name
         if name is None and default is not None:
             return default
         if name not in providers:
-            raise table.error("provider", f"unknown provider {name!r}")
+            raise _file_error(settings, f"{where}.provider: unknown provider {name!r}")
         return providers[name]
 
-    for name, spec in models.items():
-        model = _Table(settings, f"models.{name}", spec)
-        model.check_keys(MODEL_KEYS)
-        deployments = []
-        for d in model.tables("deployments"):
-            d.check_keys({"provider", "model", "weight", "rpm", "tpm", "timeout"})
-            deployments.append(
-                Deployment(
-                    provider_of(d),
-                    d.text("model"),
-                    weight=d.number("weight", float, 0.001) or 1.0,
-                    rpm=d.number("rpm", int, 1),
-                    tpm=d.number("tpm", int, 1),
-                    timeout=d.number("timeout", float, 0.001),
-                )
+    for name, model in file.models.items():
+        where = f"models.{name}"
+        deployments = [
+            Deployment(
+                provider_of(d.provider, f"{where}.deployments[{i}]"),
+                d.model,
+                weight=d.weight,
+                rpm=d.rpm,
+                tpm=d.tpm,
+                timeout=d.timeout,
             )
+            for i, d in enumerate(model.deployments)
+        ]
         if not deployments:
-            deployments.append(Deployment(provider_of(model), model.text("model")))
-        elif "provider" in model.spec or "model" in model.spec:
-            raise model.error("deployments", "give either provider/model or deployments, not both")
+            deployments.append(Deployment(provider_of(model.provider, where), model.model))
+        elif model.provider is not None or model.model is not None:
+            problem = "give either provider/model or deployments, not both"
+            raise _file_error(settings, f"{where}.deployments: {problem}")
         try:
             registry.add(
                 name,
                 deployments,
-                aliases=model.texts("aliases"),
-                strategy=model.text("strategy") or "least-inflight",
-                fallbacks=model.texts("fallbacks"),
-                context_fallbacks=model.texts("context_fallbacks"),
+                aliases=model.aliases,
+                strategy=model.strategy,
+                fallbacks=model.fallbacks,
+                context_fallbacks=model.context_fallbacks,
                 **_routing(model, defaults),
             )
         except ValueError as exc:
-            raise _file_error(settings, f"models.{name}", str(exc)) from None
+            raise _file_error(settings, f"{where}: {exc}") from None
     try:
         registry.check_fallbacks()
     except ValueError as exc:
-        raise _file_error(settings, "models", str(exc)) from None
+        raise _file_error(settings, f"models: {exc}") from None
     return registry
 
 
 def build_gateway(settings: Settings) -> Gateway:
     """The gateway the settings describe, hooks loaded by import path."""
-    hook_paths = [*settings.hooks, *settings.file.get("hooks", [])]
+    file = load_file(settings)
+    hook_paths = [*settings.hooks, *file.hooks]
     hooks = []
     for path in hook_paths:
         try:
             hooks.append(load_hook(path))
         except Exception as exc:
             raise ConfigError(f"GATEWAY_HOOKS: cannot load {path!r}: {exc}") from None
-    registry = build_registry(settings)
+    registry = build_registry(settings, file)
     try:
         return Gateway(
             registry,

@@ -71,7 +71,7 @@ def test_a_wrong_value_stops_start_up_with_one_line(env, named, expected):
         ('[providers.p]\nbase_url = "file:///x"', "base_url must be an http(s) URL"),
         ('[providers.p]\napi_key_env = "UNSET_VARIABLE_X"', "UNSET_VARIABLE_X is not set"),
         ('default_provider = "zzz"', "default_provider: unknown provider 'zzz'"),
-        ('[models.m]\naliases = "m2"', "models.m.aliases: expected a list of strings"),
+        ('[models.m]\naliases = "m2"', "models.m.aliases: expected a list, got a string"),
     ],
 )
 def test_a_wrong_config_file_names_the_key(tmp_path, config, expected):

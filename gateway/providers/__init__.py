@@ -8,8 +8,8 @@ and ``UpstreamProtocolError`` when the answer is broken.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgspec
 
@@ -81,9 +81,20 @@ class UpstreamResponse(Protocol):
 
 
 class Provider:
-    """Base class of providers. ``start``/``stop`` run once per worker, on its event loop."""
+    """Base class of providers. ``start``/``stop`` run once per worker, on its event loop.
+
+    A provider type usable from the config file names its settings (a msgspec Struct,
+    decoded from its ``[providers.<name>]`` table) and builds itself from them.
+    """
 
     name: str = "provider"
+    Settings: ClassVar[type[msgspec.Struct] | None] = None
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: Any, environ: Mapping[str, str]
+    ) -> Provider:  # pragma: no cover - every registered type overrides it
+        raise NotImplementedError(f"provider type {cls.__name__} cannot be configured")
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Called at worker start-up with the worker's pooled HTTP session."""
@@ -100,3 +111,38 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+P = TypeVar("P", bound=type[Provider])
+
+_TYPES: dict[str, type[Provider]] = {}
+
+
+def provider_type(type_name: str) -> Callable[[P], P]:
+    """Register a provider class under ``type`` for the config file (a class decorator).
+
+    A module that registers a type must be imported before the providers are built:
+    list it in ``GATEWAY_HOOKS`` (hooks load first).
+    """
+
+    def register(cls: P) -> P:
+        _TYPES[type_name] = cls
+        return cls
+
+    return register
+
+
+def provider_types() -> dict[str, type[Provider]]:
+    """Every registered provider type, by name."""
+    from . import mock, openai  # noqa: F401 - the built-in types register themselves
+
+    return dict(_TYPES)
+
+
+def secret(value: str | None, variable: str | None, environ: Mapping[str, str]) -> str | None:
+    """A secret given as is or, better, by the environment variable that holds it."""
+    if variable is not None:
+        value = environ.get(variable) or None
+        if value is None:
+            raise ValueError(f"environment variable {variable} is not set")
+    return value

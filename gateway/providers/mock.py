@@ -10,13 +10,13 @@ import asyncio
 import hashlib
 import math
 import struct
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from ..headers import HeaderList
-from . import Provider, UpstreamRequest
+from . import Provider, UpstreamRequest, provider_type
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -103,8 +103,23 @@ def _embedding(text: str, dimensions: int) -> list[float]:
     return [round(v / norm, 6) for v in values]
 
 
+class MockSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[providers.<name>]`` with ``type = "mock"``."""
+
+    chunk_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # seconds between stream events
+
+
+@provider_type("mock")
 class MockProvider(Provider):
     """Answers chat, completions (plain and streamed), embeddings and the model list."""
+
+    Settings = MockSettings
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: MockSettings, environ: Mapping[str, str]
+    ) -> MockProvider:
+        return cls(name, chunk_delay=settings.chunk_delay)
 
     def __init__(self, name: str = "mock", *, chunk_delay: float = 0.0) -> None:
         self.name = name

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 from ..errors import UpstreamProtocolError, UpstreamUnavailableError
 from ..headers import HeaderList, passable_headers
-from . import Provider, UpstreamRequest
+from . import Provider, UpstreamRequest, provider_type, secret
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -72,8 +73,27 @@ class HTTPUpstreamResponse:
         self._response.close()
 
 
+class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[providers.<name>]`` with ``type = "openai"`` (the default type)."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None
+    api_key_env: str | None = None  # the variable holding the key: better than the key
+    headers: dict[str, str] = {}
+
+
+@provider_type("openai")
 class OpenAIProvider(Provider):
     """Any OpenAI-compatible HTTP API at ``base_url`` (which includes ``/v1``)."""
+
+    Settings = OpenAISettings
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: OpenAISettings, environ: Mapping[str, str]
+    ) -> OpenAIProvider:
+        api_key = secret(settings.api_key, settings.api_key_env, environ)
+        return cls(name, base_url=settings.base_url, api_key=api_key, headers=settings.headers)
 
     def __init__(
         self,
