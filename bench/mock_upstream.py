@@ -112,7 +112,7 @@ MODELS_RESPONSE = (
 
 
 DELAY_MARK = b'"bench-delay-'
-USAGE_MARKS = (b'"include_usage":true', b'"include_usage": true')
+USAGE_MARK = b'"include_usage":'
 
 # Arrival times of requests (CLOCK_MONOTONIC, ns), kept only when BENCH_MOCK_TIMES is set.
 TIMES: list[int] | None = [] if os.environ.get("BENCH_MOCK_TIMES") else None
@@ -128,8 +128,15 @@ def delay_of(body: bytes) -> float:
 
 
 def wants_usage(body: bytes) -> bool:
-    """Whether a stream's request asks for the usage event (``stream_options``)."""
-    return USAGE_MARKS[0] in body or USAGE_MARKS[1] in body
+    """Whether a stream's request asks for the usage event (``stream_options``).
+
+    One search, and ``find``: on CPython 3.11, ``sub in data`` raises and clears a
+    TypeError inside before it searches (~0.1 µs each)."""
+    at = body.find(USAGE_MARK)
+    if at < 0:
+        return False
+    at += len(USAGE_MARK)
+    return body.startswith(b"true", at) or body.startswith(b" true", at)
 
 
 class MockProtocol(asyncio.Protocol):
