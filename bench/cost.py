@@ -200,6 +200,8 @@ def callgrind_command(out: Path) -> list[str]:
         "--tool=callgrind",
         "--trace-children=yes",
         f"--callgrind-out-file={out}/callgrind.out.%p",
+        # vgdb's FIFOs go with the results, not to /tmp (a killed process leaves them).
+        f"--vgdb-prefix={out}/vgdb",
     ]
 
 
@@ -211,7 +213,7 @@ def dump(pid: int, out: Path, label: str) -> Path:
     server at once. Returns the file written (``callgrind.out.<pid>.<n>``)."""
     before = set(out.glob(f"callgrind.out.{pid}.*"))
     result = subprocess.run(
-        ["callgrind_control", f"--dump={label}", str(pid)],
+        ["callgrind_control", f"--vgdb-prefix={out}/vgdb", f"--dump={label}", str(pid)],
         capture_output=True,
         text=True,
         timeout=CONTROL_SECONDS,
