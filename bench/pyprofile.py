@@ -101,26 +101,32 @@ SKIP = ("<method 'run' of '_contextvars.Context' objects>",)
 
 
 def top_functions(prof: Path, requests: int, top: int) -> str:
-    """A Markdown table: the top functions by cumulative time, per request."""
+    """Two Markdown tables, per request: the top functions by cumulative time, and by
+    their own time (without what they call)."""
     stats = pstats.Stats(str(prof))
-    rows = sorted(stats.stats.items(), key=lambda item: -item[1][3])  # type: ignore[attr-defined]
-    lines = [
-        "| calls / request | cumulative µs / request | own µs / request | function |",
-        "| ---: | ---: | ---: | --- |",
+    rows = [
+        (key, value)
+        for key, value in stats.stats.items()  # type: ignore[attr-defined]
+        if key[2] not in SKIP
     ]
-    shown = 0
-    for (file, line, name), (_, calls, own, cumulative, _) in rows:
-        if name in SKIP:
-            continue
-        where = f"{_short(file)}:{line}" if file != "~" else ""
-        lines.append(
-            f"| {calls / requests:.1f} | {cumulative / requests * 1e6:.1f} "
-            f"| {own / requests * 1e6:.1f} | `{name}` {where} |"
-        )
-        shown += 1
-        if shown == top:
-            break
-    return "\n".join(lines)
+    parts = []
+    for title, column in (("cumulative", 3), ("own", 2)):
+        lines = [
+            f"By {title} time:",
+            "",
+            "| calls / request | cumulative µs / request | own µs / request | function |",
+            "| ---: | ---: | ---: | --- |",
+        ]
+        for (file, line, name), (_, calls, own, cumulative, _) in sorted(
+            rows, key=lambda row: -row[1][column]
+        )[:top]:
+            where = f" {_short(file)}:{line}" if file != "~" else ""
+            lines.append(
+                f"| {calls / requests:.1f} | {cumulative / requests * 1e6:.1f} "
+                f"| {own / requests * 1e6:.1f} | `{name}`{where} |"
+            )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _short(file: str) -> str:
