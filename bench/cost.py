@@ -212,13 +212,19 @@ def dump(pid: int, out: Path, label: str) -> Path:
     which interrupts a process blocked in a system call by ptrace: it works on an idle
     server at once. Returns the file written (``callgrind.out.<pid>.<n>``)."""
     before = set(out.glob(f"callgrind.out.{pid}.*"))
-    result = subprocess.run(
-        ["callgrind_control", f"--vgdb-prefix={out}/vgdb", f"--dump={label}", str(pid)],
-        capture_output=True,
-        text=True,
-        timeout=CONTROL_SECONDS,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            ["callgrind_control", f"--vgdb-prefix={out}/vgdb", f"--dump={label}", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=CONTROL_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(
+            f"callgrind_control --dump {pid}: no answer in {CONTROL_SECONDS:g} s "
+            "(vgdb reaches an idle process by ptrace: is ptrace allowed here?)"
+        ) from exc
     if result.returncode != 0 or "OK" not in result.stdout:
         raise RuntimeError(
             f"callgrind_control --dump {pid} failed (needs ptrace): "
