@@ -15,10 +15,16 @@ Server-side times come from ``bench.probe``, loaded into the (unchanged) server
 through a ``sitecustomize.py`` in a temporary directory put first on its PYTHONPATH;
 the mock notes arrivals itself (``BENCH_MOCK_TIMES``). All are ``CLOCK_MONOTONIC``,
 one clock for every process of the machine. A step's time is its first occurrence
-after the request was sent and before the next one was. The target runs on the first
-CPU, the mock and the client on the others (as in ``make bench``).
+after the request was sent and before the next one was; beside each median, ``step`` is
+the median over requests of the time since that request's previous step (negative when
+a target takes the step earlier than the row above: the ceiling writes its headers
+before the upstream's first chunk arrives, the gateway after). The hops between
+processes vary most from run to run; the steps inside the server are the steadier part.
+The target runs on the first CPU, the mock and the client on the others (as in
+``make bench``).
 
-Variables: ``BENCH_TIMELINE_REQUESTS`` (50), ``BENCH_TIMELINE_WARMUP`` (20),
+Variables: ``BENCH_TIMELINE_REQUESTS`` (200: a run takes seconds, and medians of 50
+moved by a fifth between runs on a shared machine), ``BENCH_TIMELINE_WARMUP`` (20),
 ``BENCH_TIMELINE_TARGETS`` (``ceiling,gateway``; names from ``bench.harness.TARGETS``).
 Results: ``bench/results/timeline-<timestamp>/``.
 """
@@ -153,59 +159,58 @@ def run_target(
 
 def offsets(
     samples: list[Sample], events: list[tuple[str, int]], mock: list[int]
-) -> dict[str, list[float]]:
-    """Per step, its time since the client sent, in µs, for every request that has it."""
-    found: dict[str, list[float]] = {step: [] for step, _ in STEPS}
-    noted = [*events, *(("mock got the request", t) for t in mock)]
-    noted.sort(key=lambda e: e[1])
+) -> list[dict[str, float]]:
+    """Per request, each step's time since the client sent it, in µs."""
+    noted = sorted([*events, *(("mock got the request", t) for t in mock)], key=lambda e: e[1])
+    requests = []
     for i, sample in enumerate(samples):
         end = samples[i + 1].sent if i + 1 < len(samples) else sample.done + int(PAUSE * 1e9)
-        client = {
+        found = {
             "client sent": sample.sent,
             "client got headers": sample.headers,
             "client got a chunk": sample.first,
             "client read it all": sample.done,
         }
-        first: dict[str, int] = {}
         for name, at in noted:
-            if sample.sent <= at < end and name not in first:
-                first[name] = at
-        for step, _ in STEPS:
-            at = client.get(step, first.get(step))
-            if at is not None:
-                found[step].append((at - sample.sent) / 1000)
-    return found
+            if sample.sent <= at < end and name not in found:
+                found[name] = at
+        requests.append({step: (at - sample.sent) / 1000 for step, at in found.items()})
+    return requests
 
 
-def table(name: str, per_target: dict[str, dict[str, list[float]]], requests: int) -> list[str]:
+def table(name: str, per_target: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Per step and target: the median time since the client sent, and the median of
+    each request's time since its previous step (steadier than a difference of medians)."""
     targets = list(per_target)
     lines = [
         "",
-        f"### {name}: median µs since the client sent (step: time since the previous step)",
+        f"### {name}: median µs since the client sent; step: since the previous row",
         "",
         "| step | where | " + " | ".join(f"{t} | step" for t in targets) + " |",
         "| --- | --- | " + " | ".join("---: | ---:" for _ in targets) + " |",
     ]
-    previous: dict[str, float] = dict.fromkeys(targets, 0.0)
     for step, where in STEPS:
-        cells = []
-        seen = False
+        cells, seen = [], False
         for target in targets:
-            values = per_target[target][step]
-            if len(values) < requests // 2:  # a step this kind of request does not take
+            requests = per_target[target]
+            having = [r for r in requests if step in r]
+            if len(having) < len(requests) // 2:  # a step this kind of request does not take
                 cells += ["", ""]
                 continue
             seen = True
-            median = statistics.median(values)
-            cells += [f"{median:.0f}", f"{median - previous[target]:+.0f}"]
-            previous[target] = median
+            deltas = []
+            for r in having:
+                earlier = [s for s, _ in STEPS[: STEPS.index((step, where))] if s in r]
+                deltas.append(r[step] - r[earlier[-1]] if earlier else 0.0)
+            median = statistics.median(r[step] for r in having)
+            cells += [f"{median:.0f}", f"{statistics.median(deltas):+.0f}"]
         if seen:
             lines.append(f"| {LABELS.get(step, step)} | {where} | " + " | ".join(cells) + " |")
     return lines
 
 
 def main() -> None:
-    requests = int(os.environ.get("BENCH_TIMELINE_REQUESTS", "50") or 50)
+    requests = int(os.environ.get("BENCH_TIMELINE_REQUESTS", "200") or 200)
     warmup = int(os.environ.get("BENCH_TIMELINE_WARMUP", "20") or 20)
     names = [
         n.strip() for n in os.environ.get("BENCH_TIMELINE_TARGETS", "ceiling,gateway").split(",")
@@ -240,13 +245,13 @@ def main() -> None:
     lines = [
         f"Timeline of one request: {requests} requests one at a time after {warmup} of "
         f"warm-up, {PAUSE * 1000:g} ms apart; target on CPU {target_cores}, mock and client "
-        f"on CPU {load_cores}. `step` is the time since the previous row."
+        f"on CPU {load_cores}."
     ]
     for scenario in ("chat", "stream"):
         per_target = {
             name: offsets(*runs[name][scenario], mock) for name in names if scenario in runs[name]
         }
-        lines += table(scenario, per_target, requests)
+        lines += table(scenario, per_target)
     text = "\n".join(lines) + "\n"
     (results / "timeline.md").write_text(text)
     print(f"bench.timeline: results in {results.relative_to(ROOT)}\n")
