@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
 
-.PHONY: run test lint format bench bench-micro clean
+.PHONY: run test lint format bench bench-micro bench-cost bench-timeline clean
 
 $(SERVE_STAMP): pyproject.toml
 	@echo "make: installing the gateway and what serving needs into $(VENV) (first run only, about a minute)"
@@ -42,3 +42,12 @@ clean:
 bench-micro: $(DEV_STAMP)
 	$(BIN)/python -m pytest tests/test_microbench.py --benchmark-enable --benchmark-only \
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
+
+# Instructions per request under valgrind's callgrind (steady, unlike timings): bench/cost.py.
+bench-cost: $(STAMP)
+	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
+	$(BIN)/python -m bench.cost
+
+# Where one request's time goes, step by step (gateway and ceiling): bench/timeline.py.
+bench-timeline: $(STAMP)
+	$(BIN)/python -m bench.timeline

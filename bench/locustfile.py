@@ -27,6 +27,8 @@ import gevent
 from locust import constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
+from bench.payloads import chat_body
+
 SCENARIO = os.environ.get("BENCH_SCENARIO", "chat")
 RATE = float(os.environ.get("BENCH_RATE", "0"))
 KEY = os.environ.get("BENCH_KEY", "bench-key")
@@ -57,27 +59,6 @@ def _on_quit(**_: Any) -> None:
     if SAMPLES:
         with open(SAMPLES, "w") as f:
             json.dump({"samples": _samples, "failures": _failures}, f)
-
-
-_SYSTEM = "You are a helpful assistant that answers briefly and precisely. " * 4
-_QUESTION = (
-    "I am planning a three-day trip to Lisbon in spring. Which neighbourhoods should I "
-    "stay in, what are the must-see sights, and how do I get around cheaply? "
-) * 3
-
-
-def chat_body(stream: bool, model: str = "bench-model") -> bytes:
-    body = {
-        "model": model,
-        "messages": [
-            {"role": "system", "content": _SYSTEM},
-            {"role": "user", "content": _QUESTION},
-        ],
-        "temperature": 0.7,
-        "max_tokens": 256,
-        "stream": stream,
-    }
-    return json.dumps(body).encode()
 
 
 PLAIN = chat_body(False)

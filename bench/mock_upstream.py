@@ -7,6 +7,14 @@ named ``bench-delay-<ms>`` spaces the events that many milliseconds apart. So it
 far less CPU per request than anything in front of it, and the benchmark measures the
 gateway, not the mock.
 
+As OpenAI does, a stream whose request has ``"stream_options": {"include_usage": true}``
+gets one more event before ``[DONE]``: ``"choices": []`` and the stream's ``usage``.
+Both variants are prepared at start-up; a bytes search tells which one a request wants.
+
+With ``BENCH_MOCK_TIMES=<file>`` set, the mock notes the ``CLOCK_MONOTONIC`` time (ns)
+at which each request had arrived whole, and writes the list to that file as JSON when
+it stops (``bench/timeline.py`` lines these up with the gateway's and the client's).
+
     python -m bench.mock_upstream --port 9100 [--events 20]
 """
 
@@ -15,10 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import time
 
 import uvloop
 
+USAGE = {"prompt_tokens": 200, "completion_tokens": 80, "total_tokens": 280}
 COMPLETION = json.dumps(
     {
         "id": "chatcmpl-bench",
@@ -33,7 +44,7 @@ COMPLETION = json.dumps(
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 200, "completion_tokens": 80, "total_tokens": 280},
+        "usage": USAGE,
         "system_fingerprint": "fp_bench",
     }
 ).encode()
@@ -52,14 +63,36 @@ def _event(text: str, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def _usage_event(completion_tokens: int) -> bytes:
+    """The extra last event of a stream that asked for ``include_usage``."""
+    usage = {
+        "prompt_tokens": USAGE["prompt_tokens"],
+        "completion_tokens": completion_tokens,
+        "total_tokens": USAGE["prompt_tokens"] + completion_tokens,
+    }
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [],
+        "usage": usage,
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
 def _chunked(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def prepared_stream(events: int) -> list[bytes]:
-    """``events`` SSE events — the last one ``[DONE]`` — each as one HTTP chunk."""
+def prepared_stream(events: int, usage: bool = False) -> list[bytes]:
+    """``events`` SSE events — the last one ``[DONE]`` — each as one HTTP chunk; with
+    ``usage``, one more (the usage event) before ``[DONE]``."""
     body = [_event(f"token{i} ") for i in range(events - 2)]
-    body += [_event("", "stop"), b"data: [DONE]\n\n"]
+    body.append(_event("", "stop"))
+    if usage:
+        body.append(_usage_event(events - 2))
+    body.append(b"data: [DONE]\n\n")
     return [_chunked(e) for e in body] + [b"0\r\n\r\n"]
 
 
@@ -79,6 +112,10 @@ MODELS_RESPONSE = (
 
 
 DELAY_MARK = b'"bench-delay-'
+USAGE_MARK = b'"include_usage":'
+
+# Arrival times of requests (CLOCK_MONOTONIC, ns), kept only when BENCH_MOCK_TIMES is set.
+TIMES: list[int] | None = [] if os.environ.get("BENCH_MOCK_TIMES") else None
 
 
 def delay_of(body: bytes) -> float:
@@ -90,9 +127,22 @@ def delay_of(body: bytes) -> float:
     return int(body[start : body.index(b'"', start)]) / 1000
 
 
+def wants_usage(body: bytes) -> bool:
+    """Whether a stream's request asks for the usage event (``stream_options``).
+
+    One search, and ``find``: on CPython 3.11, ``sub in data`` raises and clears a
+    TypeError inside before it searches (~0.1 µs each)."""
+    at = body.find(USAGE_MARK)
+    if at < 0:
+        return False
+    at += len(USAGE_MARK)
+    return body.startswith(b"true", at) or body.startswith(b" true", at)
+
+
 class MockProtocol(asyncio.Protocol):
-    def __init__(self, stream: list[bytes]) -> None:
+    def __init__(self, stream: list[bytes], usage_stream: list[bytes]) -> None:
         self.stream = stream
+        self.usage_stream = usage_stream
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timers: list[asyncio.TimerHandle] = []
@@ -125,33 +175,40 @@ class MockProtocol(asyncio.Protocol):
         self.buffer = buffer
 
     def respond(self, head: bytes, body: bytes) -> None:
+        if TIMES is not None:
+            TIMES.append(time.monotonic_ns())
         transport = self.transport
         assert transport is not None
         if head.startswith(b"get /v1/models"):
             transport.write(MODELS_RESPONSE)
         elif b'"stream":true' in body or b'"stream": true' in body:
+            stream = self.usage_stream if wants_usage(body) else self.stream
             delay = delay_of(body)
             if delay:
-                self.send_slowly(transport, delay)
+                self.send_slowly(transport, stream, delay)
             else:
-                transport.writelines([SSE_HEAD, *self.stream])
+                transport.writelines([SSE_HEAD, *stream])
         else:
             transport.writelines([JSON_HEAD, COMPLETION])
 
-    def send_slowly(self, transport: asyncio.Transport, delay: float) -> None:
+    def send_slowly(self, transport: asyncio.Transport, stream: list[bytes], delay: float) -> None:
         loop = asyncio.get_running_loop()
-        transport.write(SSE_HEAD + self.stream[0])
+        transport.write(SSE_HEAD + stream[0])
         now = loop.time()
         self.timers = [t for t in self.timers if not t.cancelled() and t.when() > now]
-        for i, piece in enumerate(self.stream[1:], 1):
+        for i, piece in enumerate(stream[1:], 1):
             self.timers.append(loop.call_at(now + i * delay, transport.write, piece))
 
 
 async def serve(port: int, events: int) -> None:
     loop = asyncio.get_running_loop()
-    stream = prepared_stream(events)
+    stream, usage_stream = prepared_stream(events), prepared_stream(events, usage=True)
     server = await loop.create_server(
-        lambda: MockProtocol(stream), "127.0.0.1", port, backlog=4096, reuse_address=True
+        lambda: MockProtocol(stream, usage_stream),
+        "127.0.0.1",
+        port,
+        backlog=4096,
+        reuse_address=True,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,6 +223,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20)
     args = parser.parse_args()
     uvloop.run(serve(args.port, args.events))
+    if TIMES is not None:
+        with open(os.environ["BENCH_MOCK_TIMES"], "w") as f:
+            json.dump(TIMES, f)
 
 
 if __name__ == "__main__":

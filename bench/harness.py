@@ -1,0 +1,153 @@
+"""What ``bench.cost`` and ``bench.timeline`` share: the targets, the mock, a plain client.
+
+The targets are a table: a name, how to start it, the environment it gets on top of the
+common one, and the key a client presents. Add a row to measure a variant (for example
+the gateway with its access log off); every benchmark that takes targets by name sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from bench.payloads import PATH
+from bench.run import PYTHON, ROOT, Process, free_port
+
+__all__ = ["PYTHON", "ROOT", "Process", "free_port"]
+
+GATEWAY_HOOKS = "bench.hooks:TagRequest,bench.hooks:CountEvents"
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server to measure: the bare forwarder (``ceiling``) or the gateway with some env."""
+
+    name: str
+    kind: str  # "ceiling" or "gateway"
+    env: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None  # sent as "Authorization: Bearer <key>"
+
+    def command(self, port: int, mock_url: str) -> list[str]:
+        if self.kind == "ceiling":
+            return [
+                *(PYTHON, "-m", "bench.ceiling", "--server", "granian", "--workers", "1"),
+                *("--port", str(port), "--upstream", f"{mock_url}/v1"),
+            ]
+        return [PYTHON, "-m", "gateway"]
+
+    def environ(self, port: int, mock_url: str, **extra: str) -> dict[str, str]:
+        if self.kind == "ceiling":
+            return common_env(**self.env, **extra)
+        return common_env(
+            OPENAI_BASE_URL=f"{mock_url}/v1",
+            OPENAI_API_KEY="sk-bench",
+            GATEWAY_PORT=str(port),
+            GATEWAY_WORKERS="1",
+            GATEWAY_LOG_LEVEL="warning",
+            **self.env,
+            **extra,
+        )
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("ceiling", "ceiling"),
+        Target("gateway", "gateway"),
+        Target(
+            "gateway-hooks",
+            "gateway",
+            {"GATEWAY_API_KEYS": "bench-key", "GATEWAY_HOOKS": GATEWAY_HOOKS},
+            key="bench-key",
+        ),
+        # A variant is one more row (and its name in the scenarios that should run it):
+        # Target("gateway-quiet", "gateway", {"GATEWAY_ACCESS_LOG": "off", ...}),
+    )
+}
+
+
+def common_env(**extra: str) -> dict[str, str]:
+    """This environment less any GATEWAY_/OPENAI_/BENCH_ variable, the work tree importable,
+    and a fixed hash seed (str hashes, so dict and set layouts, are the same every run)."""
+    keep = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_", "BENCH_"))
+    }
+    return {**keep, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", **extra}
+
+
+def wait_port(port: int, process: Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited early; see its log")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not listen on port {port} within {timeout:g} s")
+
+
+@contextlib.contextmanager
+def mock_upstream(cores: str, log: Path, **env: str) -> Iterator[tuple[Process, str]]:
+    """The mock upstream, running until the block ends."""
+    port = free_port()
+    command = [PYTHON, "-m", "bench.mock_upstream", "--port", str(port)]
+    mock = Process("mock", command, cores, common_env(**env), log)
+    try:
+        wait_port(port, mock, 30)
+        yield mock, f"http://127.0.0.1:{port}"
+    finally:
+        mock.stop()
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM ends the block like Ctrl-C does, so every ``finally`` stops its processes."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Client:
+    """One keep-alive connection, one request at a time (like an SDK, without its cost)."""
+
+    def __init__(self, port: int, key: str | None = None, timeout: float = 60) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def post(self, body: bytes, stream: bool) -> bytes:
+        """Send a chat request and read the whole answer; raise unless it is whole and 200."""
+        self.connection.request("POST", PATH, body, self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
+        if stream and not data.endswith(DONE):
+            raise RuntimeError(f"stream ended without [DONE]: {data[-100:]!r}")
+        return data
+
+    def settimeout(self, seconds: float) -> None:
+        self.connection.timeout = seconds
+        if self.connection.sock is not None:
+            self.connection.sock.settimeout(seconds)
+
+    def close(self) -> None:
+        self.connection.close()
