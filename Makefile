@@ -44,10 +44,10 @@ bench-micro: $(DEV_STAMP)
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
 
 # Instructions per request under valgrind's callgrind (steady, unlike timings): bench/cost.py.
-bench-cost: $(STAMP)
+bench-cost: $(DEV_STAMP)
 	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
 	$(BIN)/python -m bench.cost
 
 # Where one request's time goes, step by step (gateway and ceiling): bench/timeline.py.
-bench-timeline: $(STAMP)
+bench-timeline: $(DEV_STAMP)
 	$(BIN)/python -m bench.timeline

@@ -12,8 +12,10 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
+import msgspec
 
 from .auth import APIKeyAuth, presented_key
 from .context import RequestContext, reset_request_ids
@@ -37,10 +39,14 @@ from .hooks import Hooks
 from .http import Request, Response, StreamingResponse, error_response, json_response
 from .outcome import ANSWERED, CLIENT_CLOSED, CLIENT_LEFT, FAILED, REFUSED, UPSTREAM_ERROR
 from .pipeline import Pipeline
+from .pricing import Prices
 from .providers import Provider
 from .registry import ModelRegistry
 from .relay import Relay
 from .timers import Timers
+
+if TYPE_CHECKING:
+    from .tracing import Tracer
 
 logger = logging.getLogger("gateway")
 
@@ -59,9 +65,12 @@ class Limits:
     max_connections_per_host: int = 0
 
 
+PROBE = "probe"  # the endpoint of /health, /ready, /metrics
+
 # A cancellation carrying this asks a request to end because the worker is stopping.
 SHUTDOWN = "gateway shutting down"
 _HEALTH = b'{"status":"ok"}'
+_encode = msgspec.json.encode
 
 
 class Gateway:
@@ -82,16 +91,20 @@ class Gateway:
         api_keys: Iterable[str] = (),
         limits: Limits | None = None,
         stream_usage: bool = True,
+        prices: Prices | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models)
         self.registry.check_fallbacks()  # a fallback to nowhere fails now, not mid-request
         keys = [key for key in api_keys if key]
         self.hooks = Hooks([APIKeyAuth(keys), *hooks] if keys else hooks)
         self.limits = limits or Limits()
+        self.prices = prices or Prices()
         self.session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at start-up
         self.timers = Timers()
-        self.forwarder = Forwarder(self.registry, self.timers)
+        self.tracer = tracer
+        self.forwarder = Forwarder(self.registry, self.timers, tracer)
         self.draining = False
         # What is in flight, so that a stopping worker can end what outlives its drain.
         self._tasks: set[asyncio.Task[object]] = set()
@@ -115,7 +128,10 @@ class Gateway:
             ("GET", "/v1/models"): pipeline.list_models,
         }
         # Probes answer without a key: load balancers, orchestrators and scrapers send none.
-        self._probes: dict[tuple[str, str], ProbeHandler] = {("GET", "/health"): self._health}
+        self._probes: dict[tuple[str, str], ProbeHandler] = {
+            ("GET", "/health"): self._health,
+            ("GET", "/ready"): self._ready,
+        }
 
     @property
     def requires_auth(self) -> bool:
@@ -149,6 +165,8 @@ class Gateway:
         )
         for provider in self.registry.providers():
             await provider.start(self.session)
+        if self.tracer is not None:
+            self.tracer.start()
         for startup, _ in self.hooks.startup:
             await _maybe_await(startup())
 
@@ -159,6 +177,8 @@ class Gateway:
             except Exception:
                 logger.exception("a hook's shutdown failed")
         await self.timers.stop()
+        if self.tracer is not None:
+            self.tracer.stop()
         for provider in self.registry.providers():
             await provider.stop()
         if self.session is not None:
@@ -182,6 +202,11 @@ class Gateway:
         outcome.method, outcome.path, outcome.client = request.method, request.path, request.client
         outcome.user_agent = headers.get("user-agent")
         outcome.bytes_in = len(request.body)
+        if self.tracer is not None:
+            if (request.method, request.path) not in self._probes:
+                self.tracer.start_request(ctx, headers)
+        elif (traceparent := headers.get("traceparent")) is not None and len(traceparent) >= 55:
+            outcome.trace_id = traceparent[3:35]  # W3C: version-traceid-parentid-flags
         task = asyncio.current_task(self._loop)
         tasks = self._tasks
         tasks.add(task)  # type: ignore[arg-type]
@@ -232,6 +257,7 @@ class Gateway:
         key = (request.method, request.path)
         probe = self._probes.get(key)
         if probe is not None:
+            ctx.outcome.endpoint = PROBE  # not logged or counted: probes come every few seconds
             return await probe(request)
         if self.hooks.authenticate:
             await self._authenticate(ctx, request)
@@ -265,6 +291,34 @@ class Gateway:
     async def _health(self, request: Request) -> Response:
         return json_response(200, _HEALTH)
 
+    async def _ready(self, request: Request) -> Response:
+        """200 while this worker serves; 503 while it drains, or while every deployment
+        of every model is cooling down (nothing would be answered)."""
+        if self.draining:
+            return json_response(503, b'{"status":"draining","reason":"the gateway is stopping"}')
+        now = self.timers.clock()
+        deployments = self.registry.deployments()
+        cooling = [d.name for d in deployments if d.cooling(now)]
+        if deployments and len(cooling) == len(deployments):
+            body = {
+                "status": "unavailable",
+                "reason": "every deployment of every model is cooling down after failures",
+                "cooling": cooling,
+            }
+            return json_response(503, _encode(body))
+        return json_response(200, _encode({"status": "ready", "cooling": cooling}))
+
+    def gauges(self) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+        """What this worker holds now, for the metrics."""
+        now = self.timers.clock()
+        return {
+            "gateway_in_flight_requests": [((), float(self.in_flight))],
+            "gateway_open_streams": [((), float(len(self._streams)))],
+            "gateway_deployment_cooling": [
+                ((d.name,), 1.0 if d.cooling(now) else 0.0) for d in self.registry.deployments()
+            ],
+        }
+
     # ------------------------------------------------------------------ endings
 
     def _complete(self, ctx: RequestContext, status: int, how: str) -> None:
@@ -272,6 +326,8 @@ class Gateway:
         outcome = ctx.outcome
         outcome.status = status
         outcome.outcome = how
+        if outcome.usage is not None and self.prices:
+            outcome.cost = self.prices.cost(outcome)
         ended = ctx.elapsed
         outcome.duration_ms = ended * 1000
         if ctx.first_byte_at:
@@ -286,6 +342,10 @@ class Gateway:
             outcome.upstream_ms = ctx.upstream_seconds * 1000
             if ttfb is not None:
                 outcome.overhead_ms = max(0.0, ttfb - ctx.upstream_seconds) * 1000
+        if ctx.span is not None:
+            self.tracer.end_request(ctx)  # type: ignore[union-attr]
+        if outcome.endpoint is PROBE:
+            return
         for on_complete, is_async in self.hooks.on_complete:
             try:
                 result = on_complete(ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import ipaddress
@@ -10,13 +11,17 @@ import logging
 import os
 import resource
 import shlex
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from . import __version__
 from .app import Gateway
 from .config import ConfigError, Settings, build_gateway
+from .logs import configure_logging
+from .metrics import Metrics, MetricsServer
 from .providers.mock import MOCK_MODELS, MockProvider
 
 logger = logging.getLogger("gateway")
@@ -52,14 +57,6 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
-
-
 def raise_open_file_limit() -> None:
     """Every open stream holds two sockets; allow as many as the hard limit permits."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -69,7 +66,7 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def check_listen_address(host: str, port: int) -> None:
+def check_listen_address(host: str, port: int, port_variable: str = "GATEWAY_PORT") -> None:
     """Fail now, in one line, if the address cannot be listened on or another process
     holds the port. (The servers share a port between their own workers, and would
     silently share it with any other process that asked the same way.)"""
@@ -90,7 +87,7 @@ def check_listen_address(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
-                    f"GATEWAY_PORT: {host}:{port} is already in use by another process"
+                    f"{port_variable}: {host}:{port} is already in use by another process"
                 ) from None
             raise ConfigError(
                 f"GATEWAY_HOST: cannot listen on {host}:{port}: {exc.strerror}"
@@ -154,9 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None:
             environ[variable] = value
+    metrics_directory = None
     try:
         settings = Settings.from_env(environ)
-        gateway = build_gateway(settings)
+        if settings.metrics and not args.check:
+            # Made before the workers start, shared by them, removed when the gateway exits.
+            metrics_directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+            atexit.register(shutil.rmtree, metrics_directory, True)
+        gateway = build_gateway(settings, metrics_directory)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1 if args.check else 2
@@ -172,12 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         check_listen_address(settings.host, settings.port)
+        if settings.metrics_port is not None:
+            check_listen_address(settings.host, settings.metrics_port, "GATEWAY_METRICS_PORT")
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     raise_open_file_limit()
     describe(settings, gateway)
+    metrics = next((h for h in gateway.hooks.hooks if isinstance(h, Metrics)), None)
+    if settings.metrics_port is not None and metrics is not None:
+        MetricsServer(settings.host, settings.metrics_port, metrics.render_directory).start()
+        logger.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     if settings.server == "robyn":
         from .servers.robyn import serve
     else:
@@ -191,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_concurrency=settings.max_concurrency,
         drain_seconds=settings.drain_seconds,
         log_level=settings.log_level,
+        log_format=settings.log_format,
         max_header_bytes=settings.max_header_bytes,
     )
     return 0

@@ -15,11 +15,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .accesslog import AccessLog
 from .app import Gateway, Limits
 from .balancing import Deployment
 from .configfile import ConfigFile, FileError, RoutingTable, convert, parse_config
 from .hooks import load_hook
+from .logs import FORMATS
+from .metrics import Metrics
 from .policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
+from .pricing import Price, Prices
 from .providers import Provider, provider_types
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
@@ -28,6 +32,8 @@ from .registry import ModelRegistry
 T = TypeVar("T")
 
 SERVERS = ("granian", "robyn")
+# Either turns tracing on (tracing.py); the OpenTelemetry SDK reads them itself.
+OTEL_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -59,6 +65,10 @@ class Settings:
     max_concurrency: int = 4096
     hooks: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "text"
+    access_log: str = "stdout"  # stdout, stderr, off, or a file path
+    metrics: bool = True
+    metrics_port: int | None = None
     config_path: str | None = None
     file: dict[str, Any] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for api_key_env
@@ -90,6 +100,10 @@ class Settings:
             max_concurrency=env.number("GATEWAY_MAX_CONCURRENCY", int, cls.max_concurrency, 1),
             hooks=env.items("GATEWAY_HOOKS"),
             log_level=env.choice("GATEWAY_LOG_LEVEL", LOG_LEVELS, cls.log_level),
+            log_format=env.choice("GATEWAY_LOG_FORMAT", FORMATS, cls.log_format),
+            access_log=env.text("GATEWAY_ACCESS_LOG") or cls.access_log,
+            metrics=env.switch("GATEWAY_METRICS", cls.metrics),
+            metrics_port=env.number("GATEWAY_METRICS_PORT", int, None, 1, 65535),
             config_path=config_path,
             file=_read_file(config_path) if config_path else {},
             environ=env.environ,
@@ -349,24 +363,49 @@ def build_registry(settings: Settings, file: ConfigFile | None = None) -> ModelR
     return registry
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """The gateway the settings describe, hooks loaded by import path."""
+def build_gateway(settings: Settings, metrics_directory: str | None = None) -> Gateway:
+    """The gateway the settings describe, hooks loaded by import path.
+
+    ``metrics_directory`` is where the workers' metrics meet (see metrics.py); without
+    one, the metrics count this process only.
+    """
     file = load_file(settings)
     hook_paths = [*settings.hooks, *file.hooks]
-    hooks = []
+    hooks: list[object] = []
+    if settings.access_log != "off":
+        hooks.append(AccessLog(settings.access_log))
+    metrics = Metrics(metrics_directory) if settings.metrics else None
+    if metrics is not None:
+        hooks.append(metrics)
     for path in hook_paths:
         try:
             hooks.append(load_hook(path))
         except Exception as exc:
             raise ConfigError(f"GATEWAY_HOOKS: cannot load {path!r}: {exc}") from None
     registry = build_registry(settings, file)
+    prices = Prices({name: Price(**msgspec.structs.asdict(p)) for name, p in file.prices.items()})
+    tracer = None
+    if any(settings.environ.get(name) for name in OTEL_VARIABLES):
+        try:
+            from .tracing import Tracer
+        except ImportError:
+            raise ConfigError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not installed: "
+                "pip install 'gateway[otel]'"
+            ) from None
+        tracer = Tracer()
     try:
-        return Gateway(
+        gateway = Gateway(
             registry,
             hooks=hooks,
             api_keys=settings.api_keys,
             limits=settings.limits,
             stream_usage=settings.stream_usage,
+            prices=prices,
+            tracer=tracer,
         )
     except TypeError as exc:  # a hook that implements no event
         raise ConfigError(f"GATEWAY_HOOKS: {exc}") from None
+    if metrics is not None:
+        metrics.attach(gateway, route=settings.metrics_port is None)
+    return gateway

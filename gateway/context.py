@@ -52,11 +52,13 @@ class RequestContext:
 
     __slots__ = (
         "_metadata",
+        "failed_attempts",
         "first_byte_at",
         "identity",
         "outcome",
         "provider",
         "request_id",
+        "span",
         "started",
         "upstream_seconds",
     )
@@ -69,9 +71,12 @@ class RequestContext:
         self.outcome = Outcome(request_id, _time(), endpoint=endpoint)
         self.first_byte_at = 0.0  # perf_counter() when the first byte went to the server
         self.upstream_seconds = 0.0  # spent in upstream attempts until the answer began
+        # (deployment, why) of each attempt that failed; None while none has
+        self.failed_attempts: list[tuple[str, str]] | None = None
         self.identity: Any = None
         self.provider: Provider | None = None
         self._metadata: dict[str, Any] | None = None
+        self.span: Any = None  # the request's trace span, when tracing is on
 
     @property
     def endpoint(self) -> str:

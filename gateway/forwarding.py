@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from . import multipart
@@ -24,6 +25,7 @@ from .timers import Timers
 
 if TYPE_CHECKING:
     from .context import RequestContext
+    from .tracing import Tracer
 
 logger = logging.getLogger("gateway")
 
@@ -51,9 +53,12 @@ class Answer:
 class Forwarder:
     """Runs the attempts of one request against a model's deployments and fallbacks."""
 
-    def __init__(self, registry: ModelRegistry, timers: Timers) -> None:
+    def __init__(
+        self, registry: ModelRegistry, timers: Timers, tracer: Tracer | None = None
+    ) -> None:
         self.registry = registry
         self.timers = timers
+        self.tracer = tracer
 
     async def exchange(
         self, ctx: RequestContext, route: Route, outgoing: UpstreamRequest, model: str | None
@@ -65,6 +70,7 @@ class Forwarder:
         """
         clock = self.timers.clock
         started = clock()
+        measured = perf_counter()  # the loop's clock is too coarse to measure upstream time
         outcome = ctx.outcome
         budget = route.timeouts.total
         body, sent_model = outgoing.body, model
@@ -100,8 +106,17 @@ class Forwarder:
                     answer = await self._attempt(ctx, deployment, outgoing, now, first_byte)
                 except UpstreamError as failure:
                     error = failure
-                    if not self._retryable(failure, candidate, deployment):
+                    failures = ctx.failed_attempts
+                    if failures is None:
+                        failures = ctx.failed_attempts = []
+                    failures.append((deployment.name, _failure_kind(failure)))
+                    if not self._retryable(ctx, failure, candidate, deployment):
                         if route.context_fallbacks and not context_switched and _too_long(failure):
+                            logger.info(
+                                "request %s: too long for %r; trying its context fallbacks",
+                                ctx.request_id,
+                                candidate.name,
+                            )
                             # Too long for this model: try the larger ones, not this one again.
                             context_switched = True
                             candidates = [
@@ -109,18 +124,26 @@ class Forwarder:
                                 *self._resolve(route.context_fallbacks),
                             ]
                             break
-                        ctx.upstream_seconds = clock() - started
+                        ctx.upstream_seconds = perf_counter() - measured
                         raise _told(failure, attempts) from None
                     if attempt < retry.retries:
                         wait = retry.delay(attempt, _retry_after(failure))
                         if clock() - started + wait >= budget:
                             break
+                        logger.info(
+                            "request %s: attempt %d on %s failed (%s); retrying in %.2f s",
+                            ctx.request_id,
+                            attempts,
+                            deployment.name,
+                            failure.message,
+                            wait,
+                        )
                         await asyncio.sleep(wait)
                     continue
                 answer.route = candidate
                 if candidate is not route:
                     outcome.fallback = candidate.name
-                ctx.upstream_seconds = clock() - started
+                ctx.upstream_seconds = perf_counter() - measured
                 model_header = candidate.header or _model_header(model)
                 answer.headers = (
                     (_attempts_header(attempts), deployment.header, model_header)
@@ -130,15 +153,25 @@ class Forwarder:
                 return answer
             if candidate is route and not context_switched:
                 candidates += self._resolve(route.fallbacks)
+            if index < len(candidates):
+                logger.info(
+                    "request %s: model %r failed after %d attempts; falling back to %r",
+                    ctx.request_id,
+                    candidate.name,
+                    attempts,
+                    candidates[index].name,
+                )
         if error is None:
             error = UpstreamTimeoutError(f"No attempt could start within {budget:g} s.")
-        ctx.upstream_seconds = clock() - started
+        ctx.upstream_seconds = perf_counter() - measured
         raise _told(error, attempts)
 
     def _resolve(self, names: tuple[str, ...]) -> list[Route]:
         return [self.registry.resolve(name) for name in names]
 
-    def _retryable(self, failure: UpstreamError, route: Route, deployment: Deployment) -> bool:
+    def _retryable(
+        self, ctx: RequestContext, failure: UpstreamError, route: Route, deployment: Deployment
+    ) -> bool:
         """Whether to try again — and, for a failure of the deployment, count it."""
         retry = route.retry
         if isinstance(failure, UpstreamStatusError):
@@ -151,7 +184,8 @@ class Forwarder:
             now = self.timers.clock()
             if deployment.failed(now, route.cooldown):
                 logger.warning(
-                    "deployment %s of %r cools down for %g s after %d failures",
+                    "request %s: deployment %s of %r cools down for %g s after %d failures",
+                    ctx.request_id,
                     deployment.name,
                     route.name,
                     route.cooldown.seconds,
@@ -175,31 +209,54 @@ class Forwarder:
         timers.add(task, first_byte, task.cancel)
         deployment.started(sent)
         upstream: UpstreamResponse | None = None
+        tracer = self.tracer
+        span = tracer.start_attempt(ctx, deployment, outgoing) if tracer is not None else None
         try:
             upstream = await deployment.provider.send(ctx, outgoing)
             if deployment.measured:
                 deployment.answered(timers.clock() - sent)
             streamed = upstream.status < 400 and upstream.content_type.startswith(STREAMED_TYPES)
             content = await upstream.first_chunk() if streamed else await upstream.read()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             deployment.ended()
             if upstream is not None:
                 upstream.close()
             if timers.remove(task):
+                if span is not None:
+                    tracer.end_attempt(span, cancelled, None)  # type: ignore[union-attr]
                 raise  # cancelled from outside: the client left, or the worker stops
             task.uncancel()
-            raise UpstreamTimeoutError(
+            timeout = UpstreamTimeoutError(
                 f"Upstream '{deployment.name}' did not answer within {first_byte:g} s."
-            ) from None
-        except BaseException:
+            )
+            if span is not None:
+                tracer.end_attempt(span, timeout, None)  # type: ignore[union-attr]
+            raise timeout from None
+        except BaseException as error:
             deployment.ended()
+            if span is not None:
+                tracer.end_attempt(span, error, None)  # type: ignore[union-attr]
             raise
         finally:
             timers.remove(task)
+        if span is not None:
+            failed = (
+                None if upstream.status < 400 else UpstreamStatusError(upstream.status, [], b"")
+            )
+            tracer.end_attempt(span, failed, upstream.status)  # type: ignore[union-attr]
         if upstream.status >= 400:
             deployment.ended()
             raise UpstreamStatusError(upstream.status, upstream.headers, content)
         return Answer(upstream, b"" if streamed else content, streamed, deployment)
+
+
+def _failure_kind(failure: UpstreamError) -> str:
+    """Why an attempt failed, as a metric label: ``status_503``, ``timeout``…"""
+    if isinstance(failure, UpstreamStatusError):
+        return f"status_{failure.status}"
+    if isinstance(failure, UpstreamTimeoutError):
+        return "timeout"
+    return failure.code or "error"
 
 
 def _too_long(failure: UpstreamError) -> bool:

@@ -164,6 +164,7 @@ class Pipeline:
             strip_usage = _ask_for_usage(outgoing, body, stream_options)
         answer = await self.forwarder.exchange(ctx, route, outgoing, model)
         upstream = answer.upstream
+        outcome.upstream_request_id = upstream.request_id
         headers = [*upstream.headers, *answer.headers]
         if answer.streamed:
             return self._stream(ctx, endpoint, answer, headers, strip_usage)

@@ -140,6 +140,23 @@ class ModelRegistry:
         """Every public name, aliases included, in the order they were added."""
         return list(self._listed)
 
+    def routes(self) -> list[Route]:
+        """Every route once (aliases share their model's), the default route included."""
+        routes: dict[int, Route] = {}
+        if self._default_route is not None and not self._routes:
+            routes[id(self._default_route)] = self._default_route
+        for route in self._routes.values():
+            routes.setdefault(id(route), route)
+        return list(routes.values())
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment once."""
+        seen: dict[int, Deployment] = {}
+        for route in self.routes():
+            for deployment in route.deployments:
+                seen.setdefault(id(deployment), deployment)
+        return list(seen.values())
+
     def providers(self) -> list[Provider]:
         seen: dict[int, Provider] = {}
         if self.default is not None:

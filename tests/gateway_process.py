@@ -99,7 +99,8 @@ class GatewayProcess:
         raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:

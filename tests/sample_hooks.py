@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from gateway import RequestContext, SSEEvent, UpstreamRequest
+from gateway import (
+    PermissionDeniedError,
+    RateLimitError,
+    RequestContext,
+    SSEEvent,
+    UpstreamRequest,
+)
 
 HOOK_KEY = "hook-only-key"
 
@@ -34,3 +40,15 @@ class ShoutingChunks:
             event.drop()
         elif isinstance(delta.content, str):
             delta.content = delta.content.upper()
+
+
+class Refuser:
+    """Refuses or breaks requests by their model's name, as a policy hook would."""
+
+    def before_request(self, ctx: RequestContext, request: UpstreamRequest) -> None:
+        if ctx.model == "forbidden":
+            raise PermissionDeniedError("not for you")
+        if ctx.model == "limited":
+            raise RateLimitError("slow down", retry_after=3)
+        if ctx.model == "crash":
+            raise RuntimeError("a bug in a hook")

@@ -21,7 +21,8 @@ def test_example_config_builds_the_gateway_it_describes():
     assert isinstance(registry.default, OpenAIProvider) and registry.default.name == "openai"
     assert registry.resolve("cheap").upstream_model == "llama3.1:8b"
     assert isinstance(registry.resolve("demo").provider, MockProvider)
-    assert [type(h).__name__ for h in built.hooks.hooks] == ["UsageLog"]
+    # the access log and the metrics are hooks too, before the configured ones
+    assert [type(h).__name__ for h in built.hooks.hooks] == ["AccessLog", "Metrics", "UsageLog"]
     smart = registry.resolve("smart")
     assert [d.name for d in smart.deployments] == ["openai/gpt-4o", "local/qwen2.5:72b"]
     assert smart.balancer.strategy == "lowest-latency"

@@ -59,6 +59,7 @@ class UpstreamResponse(Protocol):
 
     status: int
     headers: HeaderList  # ready to pass to the client: no hop-by-hop headers
+    request_id: str | None  # the upstream's own id for this request, if it gave one
 
     @property
     def content_type(self) -> str: ...

@@ -32,6 +32,7 @@ class MockResponse:
     """A prepared answer, whole or as a list of chunks."""
 
     __slots__ = ("_body", "_chunks", "_delay", "headers", "status")
+    request_id = None
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 class HTTPUpstreamResponse:
     """An aiohttp response seen through the provider interface."""
 
-    __slots__ = ("_first", "_response", "content_type", "headers", "status")
+    __slots__ = ("_first", "_response", "content_type", "headers", "request_id", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
@@ -34,6 +34,7 @@ class HTTPUpstreamResponse:
         headers = response.headers
         self.headers = passable_headers(headers.items())
         self.content_type = headers.get("Content-Type", "")
+        self.request_id = headers.get("x-request-id")
 
     async def read(self) -> bytes:
         try:

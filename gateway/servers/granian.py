@@ -11,6 +11,7 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from ..app import Gateway
 from ..errors import IncompleteBodyError
 from ..http import Request, StreamingResponse
+from ..logs import granian_log_config
 from . import freeze_startup_heap, on_stop_signal
 
 # When the client leaves, cancelling the request's task closes the upstream connection,
@@ -141,6 +142,7 @@ def serve(
     max_concurrency: int,
     drain_seconds: float = 30.0,
     log_level: str = "info",
+    log_format: str = "text",
     max_header_bytes: int = 64 * 1024,
     **options: Any,
 ) -> None:
@@ -160,6 +162,7 @@ def serve(
         backlog=max(1024, max_concurrency),
         backpressure=max_concurrency,
         log_level=LogLevels(log_level),
+        log_dictconfig=granian_log_config(log_format),
         websockets=False,
         # A worker that has not finished draining well after its time is killed.
         workers_kill_timeout=int(drain_seconds) + 15,
