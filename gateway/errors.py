@@ -143,12 +143,26 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """The provider answered with an error status: its status and body go to the client as sent."""
+    """The provider answered with an error status: the client gets that status and the
+    error in OpenAI's shape (the provider's ``error()`` translates it).
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], content: bytes) -> None:
-        super().__init__(f"upstream answered {status}", headers=headers)
+    ``too_long`` says the request did not fit the model's context (OpenAI's
+    ``context_length_exceeded``): the gateway then tries the model's context fallbacks.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        content: bytes,
+        *,
+        too_long: bool = False,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(message or f"upstream answered {status}", headers=headers)
         self.status = status
         self.content = content
+        self.too_long = too_long
 
     def body(self) -> bytes:
         return self.content

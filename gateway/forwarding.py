@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gateway")
 
-# Media types passed on as they arrive; anything else is read whole first.
-STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-stream")
-CONTEXT_EXCEEDED = b"context_length_exceeded"
-
 
 class Answer:
     """The upstream answer an exchange settled on, and the headers the gateway adds to it."""
@@ -215,7 +211,7 @@ class Forwarder:
             upstream = await deployment.provider.send(ctx, outgoing)
             if deployment.measured:
                 deployment.answered(timers.clock() - sent)
-            streamed = upstream.status < 400 and upstream.content_type.startswith(STREAMED_TYPES)
+            streamed = upstream.streamed
             content = await upstream.first_chunk() if streamed else await upstream.read()
         except asyncio.CancelledError as cancelled:
             deployment.ended()
@@ -239,14 +235,14 @@ class Forwarder:
             raise
         finally:
             timers.remove(task)
-        if span is not None:
-            failed = (
-                None if upstream.status < 400 else UpstreamStatusError(upstream.status, [], b"")
-            )
-            tracer.end_attempt(span, failed, upstream.status)  # type: ignore[union-attr]
+        failed = None
         if upstream.status >= 400:
             deployment.ended()
-            raise UpstreamStatusError(upstream.status, upstream.headers, content)
+            failed = deployment.provider.error(upstream.status, upstream.headers, content)
+        if span is not None:
+            tracer.end_attempt(span, failed, upstream.status)  # type: ignore[union-attr]
+        if failed is not None:
+            raise failed
         return Answer(upstream, b"" if streamed else content, streamed, deployment)
 
 
@@ -261,7 +257,7 @@ def _failure_kind(failure: UpstreamError) -> str:
 
 def _too_long(failure: UpstreamError) -> bool:
     """Whether the upstream refused the request as longer than the model's context."""
-    return isinstance(failure, UpstreamStatusError) and CONTEXT_EXCEEDED in failure.content
+    return isinstance(failure, UpstreamStatusError) and failure.too_long
 
 
 def _retry_after(failure: UpstreamError) -> float | None:

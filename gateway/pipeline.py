@@ -30,7 +30,6 @@ from .providers import UpstreamRequest
 from .relay import EndCallback, Relay
 from .sse import run_chunk_hooks
 from .types import Model, ModelList
-from .usage import usage_of_answer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -148,6 +147,7 @@ class Pipeline:
             forwardable_headers(request.headers),
             body,
             endpoint.request_type,
+            endpoint.name,
         )
         if self.hooks.before_request:
             answer = await self.hooks.before_request.first(ctx, outgoing)
@@ -171,7 +171,7 @@ class Pipeline:
         content = answer.content
         usage = None
         if upstream.status < 300 and upstream.content_type.startswith("application/json"):
-            usage = outcome.usage = usage_of_answer(content)
+            usage = outcome.usage = answer.deployment.provider.usage(content)
         answer.deployment.ended(_tokens(usage))
         response = Response(upstream.status, headers, content, endpoint.response_type)
         if self.hooks.after_response:

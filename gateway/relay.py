@@ -133,10 +133,11 @@ class Relay:
                 yield chunk
         finally:
             ctx.outcome.bytes_out = sent
-            if stripper is not None:
-                ctx.outcome.usage = stripper.usage
-            elif self.read_usage and last:
-                ctx.outcome.usage = usage_of_stream_tail(previous + last)
+            outcome = ctx.outcome
+            if stripper is not None and stripper.usage is not None:
+                outcome.usage = stripper.usage
+            elif self.read_usage and last and outcome.usage is None:
+                outcome.usage = usage_of_stream_tail(previous + last)
             self._end(how, failure)
             await aclose(self._chunks)
 

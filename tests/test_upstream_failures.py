@@ -43,6 +43,16 @@ def test_upstream_error_status_and_body_pass_through(gateway, upstream, status):
     assert_serves_normally(gateway)
 
 
+def test_an_upstream_error_that_is_not_openai_json_is_wrapped_in_it(gateway, upstream):
+    response = raw_request(gateway.url, "POST", CHAT, chat("html:502"), JSON)
+    assert response.status == 502
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "upstream_502" and "502 Bad Gateway" in error["message"]
+    assert_serves_normally(gateway)
+
+
 def test_stream_request_with_error_status_is_a_plain_error(gateway, upstream):
     response = raw_request(gateway.url, "POST", CHAT, chat("status:503", stream=True), JSON)
     assert response.status == 503

@@ -10,6 +10,7 @@ upstream through the gateway without a side channel:
     sse-endless          an event every 50 ms until the client goes away
     sse-drop             two events, then the connection is cut
     status:CODE          that status with an OpenAI error body (429 adds Retry-After: 7)
+    html:CODE            that status with an HTML page, as a proxy in front of an API sends
     fail:CODE:N          CODE for this model's first N requests here, then echo
     retry-after:SECONDS  429 with that Retry-After
     context              400 context_length_exceeded
@@ -187,6 +188,9 @@ class Upstream:
         self.counts[model] = seen = self.counts.get(model, 0) + 1
         if kind == "status":
             return self._error(int(arg))
+        if kind == "html":
+            page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(status=int(arg), text=page, content_type="text/html")
         if kind == "fail":
             code, _, times = arg.partition(":")
             if seen <= int(times):

@@ -1,9 +1,15 @@
 """Providers: where requests go. One interface, any number of implementations.
 
-A provider turns an ``UpstreamRequest`` (method, path below ``/v1``, query, headers,
-body bytes) into an ``UpstreamResponse`` (status, headers, and a body to read whole or
-to iterate). It raises ``UpstreamUnavailableError`` when it cannot reach its upstream
-and ``UpstreamProtocolError`` when the answer is broken.
+A provider owns everything about its upstream: the URL, the auth headers, translating
+an OpenAI request (``UpstreamRequest``: the endpoint it is for, method, path below
+``/v1``, query, headers, body bytes) into its own API and the answer back into OpenAI's
+(``UpstreamResponse``: status, headers, a body to read whole or to iterate), turning its
+error answers into the gateway's error family (``error()``), and reading usage. It
+raises ``UpstreamUnavailableError`` when it cannot reach its upstream and
+``UpstreamProtocolError`` when the answer is broken. The retry loop knows only the
+gateway's errors, so retries, fallbacks and context fallbacks work for every provider.
+
+OpenAI-compatible providers pass bytes through untouched; translating ones parse.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgspec
 
+from ..errors import UpstreamStatusError
+from ..outcome import Usage
 from ..payload import JSONMessage
+from ..usage import usage_of_answer
 
 if TYPE_CHECKING:
     import aiohttp
@@ -30,7 +39,7 @@ class UpstreamRequest(JSONMessage):
     ``connect_timeout`` is the model's, set by the gateway for each attempt.
     """
 
-    __slots__ = ("connect_timeout", "headers", "method", "path", "query")
+    __slots__ = ("connect_timeout", "endpoint", "headers", "method", "path", "query")
 
     def __init__(
         self,
@@ -40,6 +49,7 @@ class UpstreamRequest(JSONMessage):
         headers: HeaderList,
         body: bytes,
         json_type: type[msgspec.Struct] | None = None,
+        endpoint: str = "passthrough",
     ) -> None:
         self._body = body  # JSONMessage's state, set here: this runs for every request
         self._json = None
@@ -48,6 +58,7 @@ class UpstreamRequest(JSONMessage):
         self.path = path
         self.query = query
         self.headers = headers
+        self.endpoint = endpoint  # chat.completions, completions, embeddings, models, passthrough
         self.connect_timeout: float | None = None
 
     def __repr__(self) -> str:
@@ -60,6 +71,7 @@ class UpstreamResponse(Protocol):
     status: int
     headers: HeaderList  # ready to pass to the client: no hop-by-hop headers
     request_id: str | None  # the upstream's own id for this request, if it gave one
+    streamed: bool  # passed on as it arrives (SSE, audio…), rather than read whole first
 
     @property
     def content_type(self) -> str: ...
@@ -90,6 +102,10 @@ class Provider:
 
     name: str = "provider"
     Settings: ClassVar[type[msgspec.Struct] | None] = None
+    # How a stream's token usage is known: "ask" — the gateway asks an OpenAI-compatible
+    # upstream for it (stream_options.include_usage) and reads the last event; "own" —
+    # the provider sets ctx.outcome.usage itself as it translates the stream.
+    stream_usage: ClassVar[str] = "ask"
 
     @classmethod
     def from_settings(
@@ -105,6 +121,18 @@ class Provider:
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
         raise NotImplementedError
+
+    def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
+        """The gateway's error for an error answer, its body in OpenAI's shape.
+
+        This default suits OpenAI-compatible upstreams: an OpenAI error body goes on as
+        sent; anything else (an HTML page from a proxy) is wrapped in one.
+        """
+        return openai_error(status, headers, content)
+
+    def usage(self, content: bytes) -> Usage | None:
+        """The usage a whole (OpenAI-shaped) answer states."""
+        return usage_of_answer(content)
 
     def describe(self) -> str:
         """One line for the start-up log; never includes a secret."""
@@ -147,3 +175,45 @@ def secret(value: str | None, variable: str | None, environ: Mapping[str, str]) 
         if value is None:
             raise ValueError(f"environment variable {variable} is not set")
     return value
+
+
+class _OpenAIErrorBody(msgspec.Struct):
+    message: str | None = None
+    code: str | int | None = None
+
+
+class _OpenAIError(msgspec.Struct):
+    error: _OpenAIErrorBody | str
+
+
+_decode_error = msgspec.json.Decoder(_OpenAIError).decode
+CONTEXT_EXCEEDED = "context_length_exceeded"
+
+
+def openai_error(status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
+    """An OpenAI-compatible upstream's error answer as the gateway's error."""
+    try:
+        error = _decode_error(content).error
+    except (msgspec.DecodeError, RecursionError):
+        error = None
+    if error is None:  # not OpenAI's shape: wrap what it said
+        from ..errors import ErrorBody, ErrorEnvelope
+
+        text = content[:500].decode("utf-8", "replace").strip()
+        body = msgspec.json.encode(
+            ErrorEnvelope(
+                ErrorBody(
+                    f"The upstream answered {status}" + (f": {text}" if text else "."),
+                    "upstream_error",
+                    None,
+                    f"upstream_{status}",
+                )
+            )
+        )
+        headers = [(k, v) for k, v in headers if k != "content-type"]
+        headers.append(("content-type", "application/json"))
+        return UpstreamStatusError(status, headers, body)
+    if isinstance(error, str):
+        return UpstreamStatusError(status, headers, content, message=error)
+    too_long = error.code == CONTEXT_EXCEEDED
+    return UpstreamStatusError(status, headers, content, too_long=too_long, message=error.message)

@@ -31,7 +31,7 @@ _SSE = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
 class MockResponse:
     """A prepared answer, whole or as a list of chunks."""
 
-    __slots__ = ("_body", "_chunks", "_delay", "headers", "status")
+    __slots__ = ("_body", "_chunks", "_delay", "headers", "status", "streamed")
     request_id = None
 
     def __init__(
@@ -47,6 +47,7 @@ class MockResponse:
         self._body = body
         self._chunks = chunks
         self._delay = delay
+        self.streamed = chunks is not None
 
     @property
     def content_type(self) -> str:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
+# Media types passed on as they arrive; anything else is read whole first.
+STREAMED_TYPES = ("text/event-stream", "audio/", "video/", "application/octet-stream")
+
 # Paths every request of a kind shares: their URLs are built once, not per request.
 _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 
@@ -25,7 +28,15 @@ _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 class HTTPUpstreamResponse:
     """An aiohttp response seen through the provider interface."""
 
-    __slots__ = ("_first", "_response", "content_type", "headers", "request_id", "status")
+    __slots__ = (
+        "_first",
+        "_response",
+        "content_type",
+        "headers",
+        "request_id",
+        "status",
+        "streamed",
+    )
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
@@ -33,8 +44,9 @@ class HTTPUpstreamResponse:
         self.status = response.status
         headers = response.headers
         self.headers = passable_headers(headers.items())
-        self.content_type = headers.get("Content-Type", "")
+        self.content_type = content_type = headers.get("Content-Type", "")
         self.request_id = headers.get("x-request-id")
+        self.streamed = self.status < 400 and content_type.startswith(STREAMED_TYPES)
 
     async def read(self) -> bytes:
         try:
