@@ -22,7 +22,9 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml
 run: $(SERVE_STAMP)
 	$(BIN)/python -m gateway
 
+# The tests start their own redis-server (tests/redis_server.py): install it if missing.
 test: $(DEV_STAMP)
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

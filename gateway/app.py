@@ -46,6 +46,7 @@ from .relay import Relay
 from .timers import Timers
 
 if TYPE_CHECKING:
+    from .access import AccessControl
     from .tracing import Tracer
 
 logger = logging.getLogger("gateway")
@@ -93,11 +94,19 @@ class Gateway:
         stream_usage: bool = True,
         prices: Prices | None = None,
         tracer: Tracer | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models)
         self.registry.check_fallbacks()  # a fallback to nowhere fails now, not mid-request
         keys = [key for key in api_keys if key]
-        self.hooks = Hooks([APIKeyAuth(keys), *hooks] if keys else hooks)
+        builtin: list[object] = [APIKeyAuth(keys)] if keys else []
+        self.access = access
+        if access is not None:
+            access.attach(self.registry)
+            if access.keys_enabled:
+                builtin.append(access.key_hook())
+            builtin.append(access)
+        self.hooks = Hooks([*builtin, *hooks])
         self.limits = limits or Limits()
         self.prices = prices or Prices()
         self.session: aiohttp.ClientSession | None = None
@@ -105,6 +114,8 @@ class Gateway:
         self.timers = Timers()
         self.tracer = tracer
         self.forwarder = Forwarder(self.registry, self.timers, tracer)
+        if access is not None and access.shared:
+            self.forwarder.on_cooldown = access.deployment_failed
         self.draining = False
         # What is in flight, so that a stopping worker can end what outlives its drain.
         self._tasks: set[asyncio.Task[object]] = set()
@@ -119,6 +130,7 @@ class Gateway:
             on_stream_end=self._stream_ended,
             notify_error=self._notify_error,
             stream_usage=stream_usage,
+            access=access,
         )
         pipeline = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {

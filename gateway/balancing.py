@@ -38,6 +38,8 @@ class Deployment:
         "minute_requests",
         "minute_tokens",
         "name",
+        "own_requests",
+        "own_tokens",
         "provider",
         "rpm",
         "timeout",
@@ -75,6 +77,9 @@ class Deployment:
         self._minute = 0
         self.minute_requests = 0
         self.minute_tokens = 0
+        # This worker's own requests and tokens, ever (shared through a store each second).
+        self.own_requests = 0
+        self.own_tokens = 0
 
     def cooling(self, now: float) -> bool:
         return now < self.cooling_until
@@ -93,6 +98,7 @@ class Deployment:
             if minute != self._minute:
                 self._minute, self.minute_requests, self.minute_tokens = minute, 0, 0
             self.minute_requests += 1
+            self.own_requests += 1
 
     def answered(self, seconds: float) -> None:
         """The first byte came after ``seconds``: fold it into the latency average."""
@@ -106,6 +112,12 @@ class Deployment:
         self.inflight -= 1
         if tokens and self.tpm is not None:
             self.minute_tokens += tokens
+            self.own_tokens += tokens
+
+    def shared(self, requests: int, tokens: int) -> None:
+        """Every worker's requests and tokens this minute, from the shared store."""
+        self.minute_requests = max(self.minute_requests, requests)
+        self.minute_tokens = max(self.minute_tokens, tokens)
 
     def failed(self, now: float, cooldown: Cooldown) -> bool:
         """Count a failure; ``True`` when it sends the deployment into cooldown."""

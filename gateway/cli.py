@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, keys_cli
 from .app import Gateway
 from .config import ConfigError, Settings, build_gateway
 from .logs import configure_logging
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
         help="check the environment and the config file, print what would be served, "
         "and exit: 0 when all is well, 1 when not",
     )
+    keys_cli.add_parser(parser.add_subparsers(dest="command", metavar="{keys}"))
     return parser
 
 
@@ -151,6 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None:
             environ[variable] = value
+    if args.command == "keys":
+        try:
+            settings = Settings.from_env(environ)
+        except ConfigError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 1
+        return keys_cli.run(args, settings)
     metrics_directory = None
     try:
         settings = Settings.from_env(environ)

@@ -15,11 +15,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .access import AccessControl
 from .accesslog import AccessLog
 from .app import Gateway, Limits
 from .balancing import Deployment
 from .configfile import ConfigFile, FileError, RoutingTable, convert, parse_config
 from .hooks import load_hook
+from .keys import Budget, Key, parse_expiry
+from .limits import RateLimits
 from .logs import FORMATS
 from .metrics import Metrics
 from .policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
@@ -28,6 +31,7 @@ from .providers import Provider, provider_types
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
 from .registry import ModelRegistry
+from .stores import Store
 
 T = TypeVar("T")
 
@@ -69,6 +73,9 @@ class Settings:
     access_log: str = "stdout"  # stdout, stderr, off, or a file path
     metrics: bool = True
     metrics_port: int | None = None
+    redis_url: str | None = None
+    redis_failure: str = "open"
+    redis_timeout: float = 0.05
     config_path: str | None = None
     file: dict[str, Any] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for api_key_env
@@ -104,6 +111,9 @@ class Settings:
             access_log=env.text("GATEWAY_ACCESS_LOG") or cls.access_log,
             metrics=env.switch("GATEWAY_METRICS", cls.metrics),
             metrics_port=env.number("GATEWAY_METRICS_PORT", int, None, 1, 65535),
+            redis_url=env.redis_url("GATEWAY_REDIS_URL"),
+            redis_failure=env.choice("GATEWAY_REDIS_FAILURE", ("open", "closed"), "open"),
+            redis_timeout=env.seconds("GATEWAY_REDIS_TIMEOUT", cls.redis_timeout),
             config_path=config_path,
             file=_read_file(config_path) if config_path else {},
             environ=env.environ,
@@ -188,6 +198,12 @@ class _Env:
         if raw.lower() not in choices:
             raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
         return raw.lower()
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is not None and not raw.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+        return raw
 
     def url(self, name: str) -> str | None:
         raw = self.text(name)
@@ -363,6 +379,52 @@ def build_registry(settings: Settings, file: ConfigFile | None = None) -> ModelR
     return registry
 
 
+def build_keys(settings: Settings, file: ConfigFile) -> list[Key]:
+    keys = []
+    for key_id, table in file.keys.items():
+        fields = msgspec.structs.asdict(table)
+        try:
+            fields["expires"] = parse_expiry(fields["expires"])
+        except ValueError as exc:
+            raise _file_error(settings, f"keys.{key_id}.expires: {exc}") from None
+        budget = fields.pop("budget")
+        keys.append(
+            Key(
+                id=key_id,
+                budget=Budget(budget.amount, budget.period) if budget is not None else None,
+                **fields,
+            )
+        )
+    return keys
+
+
+def build_store(settings: Settings) -> Store | None:
+    if settings.redis_url is None:
+        return None
+    from .stores.redis import RedisStore
+
+    return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
+
+
+def build_access(
+    settings: Settings, file: ConfigFile, metrics: Metrics | None = None
+) -> AccessControl | None:
+    """Virtual keys, limits, budgets and the cache — when the configuration asks for any."""
+    keys = build_keys(settings, file)
+    model_limits = {
+        name: RateLimits(model.limits.rpm, model.limits.tpm, model.limits.max_parallel)
+        for name, model in file.models.items()
+        if model.limits is not None
+    }
+    store = build_store(settings)
+    cache = file.cache if file.cache is not None and file.cache.enabled else None
+    if not (keys or model_limits or store or cache):
+        return None
+    return AccessControl(
+        store, keys, model_limits, cache, failure=settings.redis_failure, metrics=metrics
+    )
+
+
 def build_gateway(settings: Settings, metrics_directory: str | None = None) -> Gateway:
     """The gateway the settings describe, hooks loaded by import path.
 
@@ -383,6 +445,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
         except Exception as exc:
             raise ConfigError(f"GATEWAY_HOOKS: cannot load {path!r}: {exc}") from None
     registry = build_registry(settings, file)
+    access = build_access(settings, file, metrics)
     prices = Prices({name: Price(**msgspec.structs.asdict(p)) for name, p in file.prices.items()})
     tracer = None
     if any(settings.environ.get(name) for name in OTEL_VARIABLES):
@@ -403,6 +466,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
             stream_usage=settings.stream_usage,
             prices=prices,
             tracer=tracer,
+            access=access,
         )
     except TypeError as exc:  # a hook that implements no event
         raise ConfigError(f"GATEWAY_HOOKS: {exc}") from None

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from .cache import CacheSettings
+
 T = TypeVar("T")
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -63,7 +65,37 @@ class DeploymentTable(_Table):
     timeout: Positive | None = None
 
 
+class LimitsTable(_Table):
+    """Limits of a model for every caller together (a key has its own)."""
+
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_parallel: Count | None = None
+
+
+class BudgetTable(_Table):
+    amount: NonNegative  # US dollars
+    period: Literal["daily", "monthly", "total"] = "monthly"
+
+
+class KeyTable(_Table):
+    """``[keys.<id>]``: a virtual key; its secret only as a SHA-256 (hex)."""
+
+    secret_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")]
+    owner: str | None = None
+    team: str | None = None
+    models: list[str] = []
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_parallel: Count | None = None
+    budget: BudgetTable | None = None
+    expires: Any = None  # a TOML date or datetime, or an ISO 8601 string
+    disabled: bool = False
+    metadata: dict[str, Any] = {}
+
+
 class ModelTable(RoutingTable):
+    limits: LimitsTable | None = None
     provider: str | None = None
     model: str | None = None
     aliases: list[str] = []
@@ -93,14 +125,22 @@ class ConfigFile(msgspec.Struct, kw_only=True):
     providers: dict[str, dict[str, Any]] = {}
     models: dict[str, ModelTable] = {}
     prices: dict[str, PriceTable] = {}
+    keys: dict[str, KeyTable] = {}
+    cache: CacheSettings | None = None
 
 
 _TOP_LEVEL = {
     "default_provider": str,
     "hooks": list[str],
     "routing": RoutingTable,
+    "cache": CacheSettings,
 }
-_NAMED = {"providers": dict[str, Any], "models": ModelTable, "prices": PriceTable}
+_NAMED = {
+    "providers": dict[str, Any],
+    "models": ModelTable,
+    "prices": PriceTable,
+    "keys": KeyTable,
+}
 
 
 class FileError(ValueError):
@@ -161,6 +201,8 @@ def explain(error: msgspec.ValidationError, where: str) -> str:
         if op:
             words += f" {_BOUNDS[op]} {_number(bound)}"
         return f"{where}{path}: expected {words}" + (f", got {_WORDS.get(got, got)}" if got else "")
+    if match := re.match(r"Expected `str` matching regex", message):
+        return f"{where}{path}: not in the expected form"
     if match := re.match(r"Invalid enum value (.*)", message):
         return f"{where}{path}: {match.group(1)} is not one of the allowed values"
     return f"{where}{path}: {message}"

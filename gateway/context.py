@@ -52,6 +52,7 @@ class RequestContext:
 
     __slots__ = (
         "_metadata",
+        "admission",
         "failed_attempts",
         "first_byte_at",
         "identity",
@@ -77,6 +78,7 @@ class RequestContext:
         self.provider: Provider | None = None
         self._metadata: dict[str, Any] | None = None
         self.span: Any = None  # the request's trace span, when tracing is on
+        self.admission: Any = None  # what access control took for it (access.py)
 
     @property
     def endpoint(self) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -55,6 +57,8 @@ class Forwarder:
         self.registry = registry
         self.timers = timers
         self.tracer = tracer
+        # Told (name, Unix time it cools down until) when a deployment starts cooling down.
+        self.on_cooldown: Callable[[str, float], None] | None = None
 
     async def exchange(
         self, ctx: RequestContext, route: Route, outgoing: UpstreamRequest, model: str | None
@@ -179,6 +183,8 @@ class Forwarder:
         if retryable or not isinstance(failure, UpstreamStatusError):
             now = self.timers.clock()
             if deployment.failed(now, route.cooldown):
+                if self.on_cooldown is not None:
+                    self.on_cooldown(deployment.name, time.time() + route.cooldown.seconds)
                 logger.warning(
                     "request %s: deployment %s of %r cools down for %g s after %d failures",
                     ctx.request_id,

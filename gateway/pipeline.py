@@ -30,10 +30,12 @@ from .providers import UpstreamRequest
 from .relay import EndCallback, Relay
 from .sse import run_chunk_hooks
 from .types import Model, ModelList
+from .usage import UsageStripper
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .access import AccessControl
     from .context import RequestContext
     from .hooks import Hooks
     from .registry import ModelRegistry, Route
@@ -68,7 +70,9 @@ class Pipeline:
         on_stream_end: EndCallback,
         notify_error: Callable[[RequestContext, GatewayError], Awaitable[Response | None]],
         stream_usage: bool = True,
+        access: AccessControl | None = None,
     ) -> None:
+        self.access = access
         self.registry = registry
         self.hooks = hooks
         self.forwarder = forwarder
@@ -159,6 +163,15 @@ class Pipeline:
                 if isinstance(new_model, str) and new_model != model:
                     route = self.registry.resolve(new_model)
                     outcome.model = model = new_model
+        access = self.access
+        if access is not None:
+            hit = await access.admit(
+                ctx, route, endpoint.name, outgoing.body, bool(stream), request.headers
+            )
+            if hit is not None:
+                if stream and not _asks_for_usage(outgoing.body, stream_options):
+                    hit.body = _strip_usage(hit.body)
+                return hit
         strip_usage = False
         if stream and self.stream_usage and endpoint in _USAGE_ENDPOINTS:
             strip_usage = _ask_for_usage(outgoing, body, stream_options)
@@ -166,6 +179,13 @@ class Pipeline:
         upstream = answer.upstream
         outcome.upstream_request_id = upstream.request_id
         headers = [*upstream.headers, *answer.headers]
+        if outcome.cache is not None:
+            headers.append(("x-gateway-cache", outcome.cache))
+        admission = ctx.admission
+        if admission is not None:
+            headers += admission.headers
+            if admission.cache_key is not None and admission.may_store:
+                admission.capture = [] if answer.streamed else [answer.content]
         if answer.streamed:
             return self._stream(ctx, endpoint, answer, headers, strip_usage)
         content = answer.content
@@ -226,6 +246,7 @@ class Pipeline:
             running=self.streams,
             strip_usage=strip_usage and is_sse,
             read_usage=is_sse,
+            capture=ctx.admission.capture if ctx.admission is not None else None,
         )
         return StreamingResponse(upstream.status, headers, relay.iterate())
 
@@ -248,6 +269,19 @@ def _ask_for_usage(outgoing: UpstreamRequest, body: bytes, stream_options: msgsp
     options = options if isinstance(options, dict) else {}
     outgoing.json["stream_options"] = {**options, "include_usage": True}
     return True
+
+
+def _asks_for_usage(body: bytes, stream_options: msgspec.Raw) -> bool:
+    """Whether the client's own request asks for a stream's usage."""
+    if not stream_options:
+        return False
+    options = msgspec.json.decode(stream_options)
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _strip_usage(stream: bytes) -> bytes:
+    stripper = UsageStripper()
+    return stripper.feed(stream) + stripper.flush()
 
 
 def json_body(body: bytes) -> bytes:

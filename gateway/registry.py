@@ -140,6 +140,10 @@ class ModelRegistry:
         """Every public name, aliases included, in the order they were added."""
         return list(self._listed)
 
+    def aliases(self) -> dict[str, str]:
+        """Every public name that is not its model's own, to that model's name."""
+        return {name: route.name for name, route in self._routes.items() if name != route.name}
+
     def routes(self) -> list[Route]:
         """Every route once (aliases share their model's), the default route included."""
         routes: dict[int, Route] = {}

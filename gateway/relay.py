@@ -32,6 +32,7 @@ class Relay:
     __slots__ = (
         "__weakref__",
         "_aborted",
+        "_capture",
         "_chunks",
         "_close_upstream",
         "_ended",
@@ -59,6 +60,7 @@ class Relay:
         running: MutableSet[Relay],
         strip_usage: bool = False,
         read_usage: bool = True,
+        capture: list[bytes] | None = None,
     ) -> None:
         self.ctx = ctx
         self._chunks = chunks
@@ -71,6 +73,7 @@ class Relay:
         self._aborted: GatewayError | None = None
         self._stripper = UsageStripper() if strip_usage else None
         self.read_usage = read_usage  # whether the stream's tail may state its usage
+        self._capture = capture  # gets every chunk as it came (for the response cache)
         self.last_chunk_at = 0.0
         # Known from now until it ends (for shutdown): an adapter may start pulling it
         # only after the core has returned it (Robyn does, from a thread).
@@ -97,6 +100,7 @@ class Relay:
         clock = timers.clock
         ctx = self.ctx
         stripper = self._stripper
+        capture = self._capture
         self.last_chunk_at = clock()
         timers.add(self, self._idle, self._check_idle)
         how, failure = CLIENT_LEFT, None  # closed at a yield: the client stopped reading
@@ -121,6 +125,8 @@ class Relay:
                         yield tail
                     break
                 self.last_chunk_at = clock()
+                if capture is not None:
+                    capture.append(chunk)
                 if stripper is not None:
                     chunk = stripper.feed(chunk)
                     if not chunk:

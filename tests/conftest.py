@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_process import GatewayProcess
+from tests.redis_server import RedisServer
 from tests.upstream import UPSTREAM_KEY, Upstream
 
 SERVERS = ["granian", "robyn"]
@@ -87,3 +88,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, GatewayProcess):
                 report.sections.append((f"gateway log ({value.server})", value.log()[-4000:]))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

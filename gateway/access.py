@@ -1,0 +1,402 @@
+"""Access control: virtual keys, rate limits, budgets and the response cache, on a store.
+
+``AccessControl`` is a hook (``authenticate``, ``on_complete``, ``startup``,
+``shutdown``) plus one step of the pipeline (``admit``, once the model is known):
+
+    authenticate  the presented secret -> its key (config file or store), or 401
+    admit         the key's model allow-list (403), then one round trip to the store:
+                  the key's and the model's limits (429 rate_limit_exceeded), the key's
+                  budget (429 insufficient_quota), the cache lookup (a hit is answered)
+    on_complete   settle: real tokens for the reservation, the slot back, the spend;
+                  store the answer in the cache
+
+When the store (Redis) is unreachable: ``failure = "open"`` serves on — known keys,
+limits counted in this worker only — and logs it once per ``LOG_EVERY`` seconds;
+``"closed"`` answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .cache import (
+    BYPASS,
+    HIT,
+    MISS,
+    CacheSettings,
+    Entry,
+    cache_control,
+    cache_key,
+    decode_entry,
+    encode_entry,
+)
+from .errors import (
+    AuthenticationError,
+    GatewayError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+from .http import Response
+from .keys import Key, period_id, period_reset, same_hash, secret_hash
+from .limits import RateLimits, Scope, estimate_tokens, max_tokens_of, rate_limit_headers
+from .outcome import STREAMED
+from .stores import Budget, Store, StoreUnavailable, Ticket
+from .stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+    from .headers import Headers
+    from .metrics import Metrics
+    from .registry import ModelRegistry, Route
+
+logger = logging.getLogger("gateway")
+
+LOG_EVERY = 30.0  # seconds between two log lines about the same store failure
+SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
+
+
+class StoreUnavailableError(GatewayError):
+    """The shared store cannot be reached and the gateway is set to fail closed."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+
+class QuotaExceededError(RateLimitError):
+    code = "insufficient_quota"
+    type = "insufficient_quota"
+
+
+class Admission:
+    """What the access control knows of one request between ``admit`` and its end."""
+
+    __slots__ = ("cache_key", "capture", "headers", "may_store", "ticket")
+
+    def __init__(self) -> None:
+        self.ticket: Ticket | None = None
+        self.cache_key: str | None = None
+        self.may_store = False
+        self.capture: list[bytes] | None = None  # a streamed answer, kept for the cache
+        self.headers: list[tuple[str, str]] = []  # x-ratelimit-* for the response
+
+
+class AccessControl:
+    def __init__(
+        self,
+        store: Store | None = None,
+        keys: Iterable[Key] = (),
+        model_limits: Mapping[str, RateLimits] | None = None,
+        cache: CacheSettings | None = None,
+        failure: str = "open",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store: Store = store or MemoryStore(cache.max_bytes if cache else 0)
+        self.local: MemoryStore = (
+            self.store if isinstance(self.store, MemoryStore) else MemoryStore(0)
+        )
+        self.shared = not isinstance(self.store, MemoryStore)
+        self.config_keys: dict[str, Key] = {key.secret_sha256: key for key in keys}
+        self.model_limits = dict(model_limits or {})
+        self.cache = cache if cache is not None and cache.enabled else None
+        self.failure = failure
+        self._logged_at = 0.0
+        self._registry: ModelRegistry | None = None
+        self._aliases: dict[str, str] = {}
+        self._sync: asyncio.Task[None] | None = None
+        self._shared_minute = -1
+        self._reported: dict[str, tuple[int, int]] = {}
+        self._cache_results = self._failures = self._limited = None
+        if metrics is not None:
+            self._cache_results = metrics.counter(
+                "gateway_cache", "Cache lookups by result: hit, miss, bypass.", ("result",)
+            )
+            self._limited = metrics.counter(
+                "gateway_rate_limited",
+                "Requests refused by a limit, by scope kind (key, model) and limit.",
+                ("scope", "limit"),
+            )
+            self._failures = metrics.counter(
+                "gateway_store_failures", "Calls to the shared store that failed.", ()
+            )
+        if hasattr(self.store, "on_failure"):
+            self.store.on_failure(self._count_failure)  # type: ignore[attr-defined]
+
+    @property
+    def keys_enabled(self) -> bool:
+        """Whether callers need a key: keys in the config file, or a shared store."""
+        return bool(self.config_keys) or self.shared
+
+    def key_hook(self) -> object:
+        """The hook that authenticates callers by their virtual keys."""
+        return _KeyAuth(self)
+
+    def attach(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+        self._aliases = registry.aliases()
+        if hasattr(self.store, "on_event"):
+            self.store.on_event = self._on_event  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        await self.store.start()
+        if self.shared and self._registry is not None:
+            self._sync = asyncio.get_running_loop().create_task(self._share_deployments())
+
+    async def shutdown(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync
+        await self.store.stop()
+
+    # ------------------------------------------------------------ authenticate
+
+    async def authenticate_key(self, ctx: RequestContext, secret: str | None) -> Key | None:
+        if secret is None:
+            return None
+        digest = secret_hash(secret)
+        key = self.config_keys.get(digest)
+        if key is None and self.shared:
+            try:
+                key = await self.store.key(digest)
+            except StoreUnavailable:
+                self._unavailable("look up a key")
+                if self.failure == "closed":
+                    raise StoreUnavailableError("The key store is unavailable.") from None
+                return None
+        if key is None or not same_hash(key.secret_sha256, digest):
+            return None
+        refusal = key.refusal(time.time())
+        if refusal is not None:
+            raise AuthenticationError(refusal)
+        return key
+
+    # ------------------------------------------------------------ admit
+
+    async def admit(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        endpoint: str,
+        body: bytes,
+        stream: bool,
+        headers: Headers,
+    ) -> Response | None:
+        """Refuse the request (raise), answer it from the cache, or let it go on."""
+        key = ctx.identity if isinstance(ctx.identity, Key) else None
+        model = ctx.outcome.model
+        if key is not None and key.models and not key.allows(model, self._aliases):
+            raise PermissionDeniedError(
+                f"This API key is not allowed to use the model `{model}`.",
+                param="model",
+                code="model_not_allowed",
+            )
+        scopes: list[Scope] = []
+        budget = None
+        now = time.time()
+        if key is not None:
+            if key.limited:
+                limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
+                scopes.append(Scope("key:" + key.id, limits, f"k:{key.id}"))
+            if key.budget is not None:
+                budget = Budget(
+                    key.id,
+                    period_id(key.budget.period, now),
+                    key.budget.amount,
+                    period_reset(key.budget.period, now),
+                )
+                if not key.limited:  # the budget is checked in the key's scope
+                    scopes.append(Scope("key:" + key.id, RateLimits(), f"k:{key.id}"))
+        model_limits = self.model_limits.get(route.name)
+        if model_limits:
+            scopes.append(Scope("model:" + route.name, model_limits, f"m:{route.name}"))
+        admission = Admission()
+        lookup_key = None
+        cache = self.cache
+        if cache is not None and endpoint in cache.endpoints:
+            may_look, may_store = cache_control(headers.get("cache-control"))
+            scope = _cache_scope(cache, ctx.identity)
+            computed = cache_key(cache, scope, endpoint, route.name or model or "", stream, body)
+            if computed is None or not (may_look or may_store):
+                ctx.outcome.cache = BYPASS
+            else:
+                admission.cache_key = computed
+                admission.may_store = may_store
+                lookup_key = computed if may_look else None
+                ctx.outcome.cache = MISS if may_look else BYPASS
+        if not scopes and lookup_key is None:
+            if admission.cache_key is not None:
+                ctx.admission = admission
+            self._count_cache(ctx)
+            return None
+        needs_tokens = any(scope.limits.tpm for scope in scopes)
+        tokens = estimate_tokens(body, max_tokens_of(body)) if needs_tokens else 0
+        try:
+            verdict = await self.store.admit(
+                now, ctx.request_id, scopes, tokens, budget, lookup_key
+            )
+        except StoreUnavailable:
+            self._unavailable("check limits")
+            if self.failure == "closed":
+                raise StoreUnavailableError("The rate-limit store is unavailable.") from None
+            # Open: serve on, counting limits in this worker only; no cache.
+            verdict = self.local.admit_now(now, ctx.request_id, scopes, tokens, budget, None)
+            verdict.ticket.local = True
+        if verdict.window is not None:
+            admission.headers = rate_limit_headers(verdict.window)
+        refusal = verdict.refusal
+        if refusal is not None:
+            kind = refusal.scope.partition(":")[0]
+            if self._limited is not None:
+                self._limited.inc((kind, refusal.kind))
+            if refusal.kind == "budget":
+                raise QuotaExceededError(
+                    "You exceeded your current quota: this key's budget for the period is used up.",
+                    retry_after=refusal.retry_after or None,
+                )
+            what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
+                refusal.kind, "requests at once"
+            )
+            error = RateLimitError(
+                f"Rate limit reached for this {kind}: {what}. Try again in "
+                f"{refusal.retry_after:.1f} s.",
+                retry_after=refusal.retry_after,
+            )
+            error.headers += admission.headers
+            raise error
+        if verdict.cached is not None:
+            entry = decode_entry(verdict.cached)
+            if entry is not None:
+                ctx.outcome.cache = HIT
+                self._count_cache(ctx)
+                return _replay(entry)
+        admission.ticket = verdict.ticket
+        ctx.admission = admission
+        self._count_cache(ctx)
+        return None
+
+    def _count_cache(self, ctx: RequestContext) -> None:
+        if self._cache_results is not None and ctx.outcome.cache is not None:
+            self._cache_results.inc((ctx.outcome.cache,))
+
+    # ------------------------------------------------------------ the way out
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        admission = ctx.admission
+        if admission is None:
+            return
+        outcome = ctx.outcome
+        ticket = admission.ticket
+        if ticket is not None:
+            usage = outcome.usage
+            tokens = usage.total_tokens if usage is not None else None
+            store = self.local if ticket.local else self.store
+            store.settle(ticket, tokens, outcome.cost)
+        if admission.cache_key is not None and admission.may_store and outcome.status == 200:
+            entry = None
+            if admission.capture and outcome.stream and outcome.outcome == STREAMED:
+                entry = Entry(200, "text/event-stream", b"".join(admission.capture), True)
+            elif admission.capture and not outcome.stream:
+                entry = Entry(200, "application/json", admission.capture[0])
+            if entry is not None and len(entry.body) <= self.cache.max_entry_bytes:  # type: ignore[union-attr]
+                if self.shared:
+                    asyncio.get_running_loop().create_task(self._store(admission.cache_key, entry))
+                else:  # in this process: at once, for the very next request
+                    self.local.cache_put_now(
+                        admission.cache_key, encode_entry(entry), self.cache.ttl
+                    )  # type: ignore[union-attr]
+
+    async def _store(self, key: str, entry: Entry) -> None:
+        try:
+            await self.store.cache_put(key, encode_entry(entry), self.cache.ttl)  # type: ignore[union-attr]
+        except StoreUnavailable:
+            self._unavailable("store an answer in the cache")
+
+    # ------------------------------------------------------------ failures and sharing
+
+    def _count_failure(self) -> None:
+        if self._failures is not None:
+            self._failures.inc(())
+
+    def _unavailable(self, doing: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            self._logged_at = now
+            logger.error(
+                "the shared store (Redis) is unavailable: could not %s; %s",
+                doing,
+                "answering 503 (GATEWAY_REDIS_FAILURE=closed)"
+                if self.failure == "closed"
+                else "serving on with this worker's own limits (GATEWAY_REDIS_FAILURE=open)",
+            )
+
+    def deployment_failed(self, name: str, cooling_until: float) -> None:
+        """A deployment cools down here: tell the other workers (in Unix time)."""
+        self.store.deployment_failed(name, cooling_until)
+
+    def _on_event(self, kind: str, arguments: list[str]) -> None:
+        if kind == "cool" and len(arguments) == 2 and self._registry is not None:
+            name, until = arguments[0], float(arguments[1])
+            loop = asyncio.get_running_loop()
+            for deployment in self._registry.deployments():
+                if deployment.name == name:
+                    cooling_until = loop.time() + (until - time.time())
+                    deployment.cooling_until = max(deployment.cooling_until, cooling_until)
+
+    async def _share_deployments(self) -> None:
+        """Every second: add this worker's requests and tokens per deployment to the
+        minute's totals in Redis, and take the totals as every worker's view."""
+        assert self._registry is not None
+        store: Any = self.store
+        while True:
+            await asyncio.sleep(SYNC_EVERY)
+            deployments = [d for d in self._registry.deployments() if d.rpm or d.tpm]
+            if not deployments:
+                continue
+            loop_minute = int(time.time() // 60)
+            deltas = {}
+            for d in deployments:
+                reported = self._reported.get(d.name, (0, 0))
+                if loop_minute != self._shared_minute:
+                    reported = (0, 0)
+                deltas[d.name] = (d.own_requests - reported[0], d.own_tokens - reported[1])
+                self._reported[d.name] = (d.own_requests, d.own_tokens)
+            self._shared_minute = loop_minute
+            try:
+                totals = await store.share_minute(loop_minute, deltas)
+            except StoreUnavailable:
+                continue
+            for d in deployments:
+                requests, tokens = totals.get(d.name, (0, 0))
+                d.shared(requests, tokens)
+
+
+class _KeyAuth:
+    def __init__(self, access: AccessControl) -> None:
+        self.authenticate = access.authenticate_key
+
+    def __repr__(self) -> str:
+        return "<VirtualKeys>"
+
+
+def _cache_scope(settings: CacheSettings, identity: object) -> str:
+    """Whose answers a request may share: its key's, its team's, or everyone's."""
+    if settings.scope == "global":
+        return "global"
+    if isinstance(identity, Key):
+        if settings.scope == "team" and identity.team:
+            return "team:" + identity.team
+        return "key:" + identity.id
+    return "key:" + identity if isinstance(identity, str) else "open"
+
+
+def _replay(entry: Entry) -> Response:
+    headers = [("content-type", entry.content_type), ("x-gateway-cache", HIT)]
+    return Response(entry.status, headers, entry.body)

@@ -1,0 +1,150 @@
+"""Rate limits: requests and tokens per minute, requests at once, budgets per period.
+
+The algorithm is a sliding window counter (as Cloudflare and most gateways use): each
+scope (a key, a model) counts requests and tokens per clock minute, and a request is
+admitted when the current minute's count plus the previous minute's, weighted by how
+much of it still falls in the last 60 seconds, leaves room for it. This bounds a burst:
+over any 60 seconds, at most the limit passes when traffic is steady, and at most twice
+the limit in the worst case (a full previous minute, all of it in its last instant, then
+a full current minute at once) — in practice a few percent over, never more than 2×.
+
+Tokens are counted from real usage after the answer; before it, a request reserves an
+estimate (its ``max_tokens``/``max_completion_tokens`` plus a quarter of its body size
+for the input), settled against the usage afterwards. A burst of long requests thus
+cannot pass much more than the limit: each reserves its share up front.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+WINDOW = 60.0  # seconds: limits are per minute
+PARALLEL_TTL = 900.0  # a request slot is forgotten after this, should its end be lost
+
+# What a request may still ask for when it sets no max_tokens: an estimate of its answer.
+DEFAULT_COMPLETION_ESTIMATE = 256
+
+
+class RateLimits(NamedTuple):
+    """The limits of one scope; ``None``: no limit of that kind."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rpm or self.tpm or self.max_parallel)
+
+
+class Scope(NamedTuple):
+    """A set of limits and what it applies to: ``key:<hash>`` or ``model:<name>``."""
+
+    id: str
+    limits: RateLimits
+    tag: str  # a Redis Cluster hash tag: every counter of the scope in one slot
+
+
+class Refusal(NamedTuple):
+    scope: str
+    kind: str  # requests, tokens, parallel, budget
+    retry_after: float  # seconds
+
+
+class Window(NamedTuple):
+    """What a scope's limit looked like at admission, for the x-ratelimit-* headers."""
+
+    limit_requests: int | None
+    remaining_requests: int | None
+    limit_tokens: int | None
+    remaining_tokens: int | None
+    reset: float  # seconds until the oldest counted minute no longer counts
+
+
+def minute(now: float) -> int:
+    return int(now // WINDOW)
+
+
+def weight_of_previous(now: float) -> float:
+    """How much of the previous minute still falls in the last 60 seconds."""
+    return 1.0 - (now % WINDOW) / WINDOW
+
+
+def sliding_count(previous: float, current: float, now: float) -> float:
+    return previous * weight_of_previous(now) + current
+
+
+def retry_after(previous: float, current: float, amount: float, limit: float, now: float) -> float:
+    """Seconds until ``amount`` more would fit under ``limit``, if nothing else came."""
+    if amount > limit:
+        return WINDOW  # never fits: try again after a minute (it will be refused again)
+    into = now % WINDOW
+    # The previous minute's weight falls linearly to 0 at the end of this minute; then
+    # this minute becomes the previous one.
+    if previous > 0 and current + amount <= limit:
+        # previous * (1 - t/60) + current + amount <= limit  =>  t >= 60 * (1 - room/previous)
+        room = limit - current - amount
+        needed = WINDOW * (1 - room / previous)
+        return max(0.5, needed - into)
+    spill = current + amount - limit  # what must fall out of the next window's weight
+    return max(0.5, WINDOW - into + WINDOW * spill / max(current, 1.0))
+
+
+def estimate_tokens(body: bytes, max_tokens: int | None) -> int:
+    """The tokens a request may use: its input (about 4 bytes a token) and its answer."""
+    answer = DEFAULT_COMPLETION_ESTIMATE if max_tokens is None else max_tokens
+    return len(body) // 4 + max(0, answer)
+
+
+class _MaxTokens(msgspec.Struct, gc=False):
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None  # the Responses API's name
+
+
+_decode_max = msgspec.json.Decoder(_MaxTokens).decode
+
+
+def max_tokens_of(body: bytes) -> int | None:
+    try:
+        fields = _decode_max(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    for value in (fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens):
+        if value is not None:
+            return value
+    return None
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's spelling of a reset time: ``60ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    whole = int(seconds + 0.999)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def rate_limit_headers(window: Window) -> list[tuple[str, str]]:
+    """The ``x-ratelimit-*`` headers OpenAI clients read, for the limits there are."""
+    headers = []
+    reset = reset_text(window.reset)
+    if window.limit_requests is not None:
+        headers += [
+            ("x-ratelimit-limit-requests", str(window.limit_requests)),
+            ("x-ratelimit-remaining-requests", str(max(0, window.remaining_requests or 0))),
+            ("x-ratelimit-reset-requests", reset),
+        ]
+    if window.limit_tokens is not None:
+        headers += [
+            ("x-ratelimit-limit-tokens", str(window.limit_tokens)),
+            ("x-ratelimit-remaining-tokens", str(max(0, window.remaining_tokens or 0))),
+            ("x-ratelimit-reset-tokens", reset),
+        ]
+    return headers

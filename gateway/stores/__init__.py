@@ -1,0 +1,123 @@
+"""Shared state behind one small interface: in memory for one process, Redis for many.
+
+Keys, rate-limit counters, budgets, the response cache and the deployments' shared
+state (cooldowns, requests and tokens this minute) live in a store. One worker, many
+workers and many replicas are then the same code: ``MemoryStore`` holds it in this
+process (each worker its own), ``RedisStore`` in Redis, shared by every worker of
+every replica.
+
+On the way in, a request needs at most one round trip to the store (``admit``: every
+limit that applies, the budget, the cache lookup); on the way out, its settlement
+(tokens used, the parallel slot, the spend) is batched with others' (``settle``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..keys import Key
+from ..limits import Refusal, Scope, Window
+
+
+class Budget:
+    """The budget check of an admission: the key, its period, the amount."""
+
+    __slots__ = ("amount", "key_id", "period", "ttl")
+
+    def __init__(self, key_id: str, period: str, amount: float, ttl: float | None) -> None:
+        self.key_id = key_id
+        self.period = period  # period_id(): d20261202, m202612, total
+        self.amount = amount
+        self.ttl = ttl  # seconds the period's spend must be kept (None: forever)
+
+
+class Ticket:
+    """What an admission took, so that its settlement can give back or add to it."""
+
+    __slots__ = ("budget", "local", "minute", "request_id", "scopes", "tokens")
+
+    def __init__(
+        self,
+        request_id: str,
+        minute: int,
+        scopes: Sequence[Scope],
+        tokens: int,
+        budget: Budget | None,
+    ) -> None:
+        self.request_id = request_id
+        self.minute = minute
+        self.scopes = scopes  # those that admitted the request (and hold its slot)
+        self.tokens = tokens  # reserved in each scope with a token limit
+        self.budget = budget
+        self.local = False  # admitted by this worker alone (the shared store was down)
+
+
+class Verdict:
+    """What the store said: refused (and why), or admitted (with what it reserved);
+    the answer cached for the request, if there was one."""
+
+    __slots__ = ("cached", "refusal", "ticket", "window")
+
+    def __init__(
+        self,
+        ticket: Ticket,
+        refusal: Refusal | None = None,
+        window: Window | None = None,
+        cached: bytes | None = None,
+    ) -> None:
+        self.ticket = ticket
+        self.refusal = refusal
+        self.window = window  # the first scope's counts, for the x-ratelimit-* headers
+        self.cached = cached
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time (Redis down or slow)."""
+
+
+class Store(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    # ------------------------------------------------------------ keys
+    async def key(self, secret_sha256: str) -> Key | None:
+        """The key with this secret's hash, if the store holds one."""
+        ...
+
+    async def save_key(self, key: Key) -> None: ...
+
+    async def key_by_id(self, key_id: str) -> Key | None: ...
+
+    async def keys(self) -> list[Key]: ...
+
+    async def spent(self, key_id: str, period: str) -> float: ...
+
+    # ------------------------------------------------------------ requests
+    async def admit(
+        self,
+        now: float,
+        request_id: str,
+        scopes: Sequence[Scope],
+        tokens: int,
+        budget: Budget | None,
+        cache_key: str | None,
+    ) -> Verdict:
+        """Check every scope's limits and the budget, and take what the request needs
+        when all admit it; look the cache up. One round trip."""
+        ...
+
+    def settle(
+        self, ticket: Ticket, tokens: int | None, cost: float | None, refund: bool = False
+    ) -> None:
+        """The request is over: give its slot back, correct its token reservation to
+        ``tokens`` used (``None``: give it all back), add ``cost`` to the budget."""
+        ...
+
+    async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None: ...
+
+    # ------------------------------------------------------------ deployments
+    def deployment_failed(self, name: str, cooling_until: float | None) -> None:
+        """Tell the other workers a deployment cools down until ``cooling_until`` (Unix)."""
+        ...

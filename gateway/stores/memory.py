@@ -1,0 +1,229 @@
+"""The in-memory store: this process's own keys, counters, budgets and cache.
+
+One process, one store: with several workers and no Redis, each worker counts on its
+own, so a limit of N requests a minute lets up to N pass per worker; budgets and the
+cache are per worker too. (GATEWAY_REDIS_URL shares them.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ..keys import Key
+from ..limits import (
+    PARALLEL_TTL,
+    Refusal,
+    Scope,
+    Window,
+    minute,
+    retry_after,
+    weight_of_previous,
+)
+from . import Budget, Ticket, Verdict
+
+
+class _Minutes:
+    """A scope's requests and tokens in the current and the previous clock minute."""
+
+    __slots__ = ("minute", "previous_requests", "previous_tokens", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self.minute = -2
+        self.requests = self.tokens = 0.0
+        self.previous_requests = self.previous_tokens = 0.0
+
+    def at(self, now_minute: int) -> _Minutes:
+        if now_minute != self.minute:
+            if now_minute == self.minute + 1:
+                self.previous_requests, self.previous_tokens = self.requests, self.tokens
+            else:
+                self.previous_requests = self.previous_tokens = 0.0
+            self.requests = self.tokens = 0.0
+            self.minute = now_minute
+        return self
+
+
+class Cache:
+    """An LRU of answers, bounded in bytes; entries also expire."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if now >= expires:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: bytes, expires: float) -> None:
+        if len(value) > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (value, expires)
+        self.size += len(value)
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        value, _ = self._entries.pop(key)
+        self.size -= len(value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class MemoryStore:
+    """Everything in this process (see the module's note on several workers)."""
+
+    def __init__(self, cache_bytes: int = 256 * 1024 * 1024) -> None:
+        self._keys: dict[str, Key] = {}
+        self._minutes: dict[str, _Minutes] = {}
+        self._parallel: dict[str, dict[str, float]] = {}
+        self._spend: dict[tuple[str, str], float] = {}
+        self.cache = Cache(cache_bytes)
+        self._clock = time.time
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ keys
+
+    async def key(self, secret_sha256: str) -> Key | None:
+        return self._keys.get(secret_sha256)
+
+    async def save_key(self, key: Key) -> None:
+        self._keys[key.secret_sha256] = key
+
+    async def key_by_id(self, key_id: str) -> Key | None:
+        return next((k for k in self._keys.values() if k.id == key_id), None)
+
+    async def keys(self) -> list[Key]:
+        return sorted(self._keys.values(), key=lambda k: k.id)
+
+    async def spent(self, key_id: str, period: str) -> float:
+        return self._spend.get((key_id, period), 0.0)
+
+    # ------------------------------------------------------------ requests
+
+    async def admit(
+        self,
+        now: float,
+        request_id: str,
+        scopes: Sequence[Scope],
+        tokens: int,
+        budget: Budget | None,
+        cache_key: str | None,
+    ) -> Verdict:
+        return self.admit_now(now, request_id, scopes, tokens, budget, cache_key)
+
+    def admit_now(
+        self,
+        now: float,
+        request_id: str,
+        scopes: Sequence[Scope],
+        tokens: int,
+        budget: Budget | None,
+        cache_key: str | None,
+    ) -> Verdict:
+        """``admit`` without awaiting anything (also the fallback of a Redis store)."""
+        this_minute = minute(now)
+        ticket = Ticket(request_id, this_minute, (), tokens, None)
+        if cache_key is not None:
+            cached = self.cache.get(cache_key, now)
+            if cached is not None:
+                return Verdict(ticket, cached=cached)  # a hit costs nothing
+        weight = weight_of_previous(now)
+        window = None
+        for scope in scopes:
+            rpm, tpm, max_parallel = scope.limits
+            counts = self._minutes.get(scope.id)
+            if counts is None:
+                counts = self._minutes[scope.id] = _Minutes()
+            counts.at(this_minute)
+            used_requests = counts.previous_requests * weight + counts.requests
+            used_tokens = counts.previous_tokens * weight + counts.tokens
+            refusal = None
+            if rpm and used_requests + 1 > rpm:
+                wait = retry_after(counts.previous_requests, counts.requests, 1, rpm, now)
+                refusal = Refusal(scope.id, "requests", wait)
+            elif tpm and used_tokens + tokens > tpm:
+                wait = retry_after(counts.previous_tokens, counts.tokens, tokens, tpm, now)
+                refusal = Refusal(scope.id, "tokens", wait)
+            elif max_parallel:
+                active = self._parallel.setdefault(scope.id, {})
+                for rid in [r for r, expires in active.items() if expires <= now]:
+                    del active[rid]
+                if len(active) >= max_parallel:
+                    refusal = Refusal(scope.id, "parallel", 1.0)
+            if window is None:
+                taken = refusal is None
+                window = Window(
+                    rpm,
+                    None if rpm is None else int(rpm - used_requests - taken),
+                    tpm,
+                    None if tpm is None else int(tpm - used_tokens - tokens * taken),
+                    60.0 - now % 60.0,
+                )
+            if refusal is not None:
+                return Verdict(ticket, refusal, window)
+        spent = self._spend.get((budget.key_id, budget.period), 0.0) if budget is not None else 0.0
+        if budget is not None and spent >= budget.amount:
+            refusal = Refusal("key:" + budget.key_id, "budget", budget.ttl or 0.0)
+            return Verdict(ticket, refusal, window)
+        for scope in scopes:
+            counts = self._minutes[scope.id]
+            counts.requests += 1
+            if scope.limits.tpm:
+                counts.tokens += tokens
+            if scope.limits.max_parallel:
+                self._parallel[scope.id][request_id] = now + PARALLEL_TTL
+        ticket.scopes = scopes
+        ticket.budget = budget
+        return Verdict(ticket, window=window)
+
+    def settle(
+        self, ticket: Ticket, tokens: int | None, cost: float | None, refund: bool = False
+    ) -> None:
+        for scope in ticket.scopes:
+            counts = self._minutes.get(scope.id)
+            if counts is not None and counts.minute in (ticket.minute, ticket.minute + 1):
+                adjustment = (tokens or 0) - ticket.tokens if scope.limits.tpm else 0
+                if counts.minute == ticket.minute:
+                    counts.tokens = max(0.0, counts.tokens + adjustment)
+                    if refund:
+                        counts.requests = max(0.0, counts.requests - 1)
+                else:
+                    counts.previous_tokens = max(0.0, counts.previous_tokens + adjustment)
+                    if refund:
+                        counts.previous_requests = max(0.0, counts.previous_requests - 1)
+            if scope.limits.max_parallel:
+                self._parallel.get(scope.id, {}).pop(ticket.request_id, None)
+        budget = ticket.budget
+        if budget is not None and cost:
+            spend_key = (budget.key_id, budget.period)
+            self._spend[spend_key] = self._spend.get(spend_key, 0.0) + cost
+        ticket.scopes = ()  # settled once
+
+    async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None:
+        self.cache_put_now(cache_key, value, ttl)
+
+    def cache_put_now(self, cache_key: str, value: bytes, ttl: float) -> None:
+        self.cache.put(cache_key, value, self._clock() + ttl)
+
+    # ------------------------------------------------------------ deployments
+
+    def deployment_failed(self, name: str, cooling_until: float | None) -> None:
+        pass  # one process: the deployment itself holds it
