@@ -61,6 +61,7 @@ from bench.harness import (
     Target,
     free_port,
     mock_upstream,
+    redis_server,
     stopped_by_sigterm,
     wait_port,
 )
@@ -86,8 +87,16 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("chat", False, ("ceiling", "gateway")),
-        Scenario("stream", True, ("ceiling", "gateway")),
+        Scenario(
+            "chat",
+            False,
+            ("ceiling", "gateway", "gateway-quiet", "gateway-keys", "gateway-redis"),
+        ),
+        Scenario(
+            "stream",
+            True,
+            ("ceiling", "gateway", "gateway-quiet", "gateway-keys", "gateway-redis"),
+        ),
         Scenario("chat-hooks", False, ("gateway-hooks",)),
         Scenario("stream-hooks", True, ("gateway-hooks",)),
     )
@@ -339,7 +348,12 @@ def merge(tables: list[dict[str, int]]) -> list[tuple[str, int]]:
 
 
 def measure(
-    scenario: Scenario, target: Target, settings: Settings, mock_url: str, results: Path
+    scenario: Scenario,
+    target: Target,
+    settings: Settings,
+    mock_url: str,
+    results: Path,
+    redis_url: str | None = None,
 ) -> Measure:
     out = results / f"{scenario.name}-{target.name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -350,7 +364,9 @@ def measure(
         f"{target.name} ({scenario.name})",
         command,
         cores,
-        target.environ(port, mock_url),
+        target.environ(
+            port, mock_url, **({"GATEWAY_REDIS_URL": redis_url} if target.redis else {})
+        ),
         out / "target.log",
     )
     body, stream = scenario.body, scenario.stream
@@ -565,9 +581,15 @@ def main() -> None:
     print(f"bench.cost: results in {results.relative_to(ROOT)}", flush=True)
     cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     measures: list[Measure] = []
-    with stopped_by_sigterm(), mock_upstream(cores, results / "mock.log") as (_, mock_url):
+    needs_redis = any(target.redis for _, target in runs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stopped_by_sigterm())
+        _, mock_url = stack.enter_context(mock_upstream(cores, results / "mock.log"))
+        redis_url = (
+            stack.enter_context(redis_server(results / "redis.log")) if needs_redis else None
+        )
         for scenario, target in runs:
-            m = measure(scenario, target, settings, mock_url, results)
+            m = measure(scenario, target, settings, mock_url, results, redis_url)
             measures.append(m)
             print(
                 f"  {scenario.name:13} {target.name:14} {m.per_request / 1000:8.1f} k "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import time
@@ -24,6 +25,7 @@ from bench.run import PYTHON, ROOT, Process, free_port
 __all__ = ["PYTHON", "ROOT", "Process", "free_port"]
 
 GATEWAY_HOOKS = "bench.hooks:TagRequest,bench.hooks:CountEvents"
+KEYS_CONFIG = str(Path(__file__).resolve().parent / "keys.toml")
 DONE = b"data: [DONE]\n\n"
 
 
@@ -35,6 +37,7 @@ class Target:
     kind: str  # "ceiling" or "gateway"
     env: Mapping[str, str] = field(default_factory=dict)
     key: str | None = None  # sent as "Authorization: Bearer <key>"
+    redis: bool = False  # needs a redis-server: GATEWAY_REDIS_URL is added
 
     def command(self, port: int, mock_url: str) -> list[str]:
         if self.kind == "ceiling":
@@ -69,8 +72,13 @@ TARGETS: dict[str, Target] = {
             {"GATEWAY_API_KEYS": "bench-key", "GATEWAY_HOOKS": GATEWAY_HOOKS},
             key="bench-key",
         ),
-        # A variant is one more row (and its name in the scenarios that should run it):
-        # Target("gateway-quiet", "gateway", {"GATEWAY_ACCESS_LOG": "off", ...}),
+        # Logs and metrics off: what they cost is the difference with "gateway".
+        Target("gateway-quiet", "gateway", {"GATEWAY_ACCESS_LOG": "off", "GATEWAY_METRICS": "off"}),
+        # A virtual key with rate limits, counted in memory, then on Redis.
+        Target("gateway-keys", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key"),
+        Target(
+            "gateway-redis", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key", redis=True
+        ),
     )
 }
 
@@ -120,6 +128,34 @@ def stopped_by_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def redis_server(log: Path) -> Iterator[str]:
+    """A redis-server on a free loopback port, its URL, until the block ends."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make test installs it)")
+    port = free_port()
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    server = Process(
+        "redis", command, ",".join(map(str, sorted(os.sched_getaffinity(0)))), common_env(), log
+    )
+    try:
+        wait_port(port, server, 10)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
 
 
 class Client:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -25,7 +27,6 @@ from .errors import (
     AuthenticationError,
     ClientError,
     GatewayError,
-    HeadersTooLargeError,
     InternalError,
     InvalidRequestError,
     NotFoundError,
@@ -34,10 +35,17 @@ from .errors import (
     UpstreamError,
 )
 from .forwarding import Forwarder
-from .headers import header_block_size
 from .hooks import Hooks
 from .http import Request, Response, StreamingResponse, error_response, json_response
-from .outcome import ANSWERED, CLIENT_CLOSED, CLIENT_LEFT, FAILED, REFUSED, UPSTREAM_ERROR
+from .outcome import (
+    ANSWERED,
+    CLIENT_CLOSED,
+    CLIENT_LEFT,
+    DRAINED,
+    FAILED,
+    REFUSED,
+    UPSTREAM_ERROR,
+)
 from .pipeline import Pipeline
 from .pricing import Prices
 from .providers import Provider
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
     from .tracing import Tracer
 
 logger = logging.getLogger("gateway")
+_perf_counter = time.perf_counter
 
 AnyResponse = Response | StreamingResponse
 Handler = Callable[[RequestContext, Request, bytes], Awaitable[AnyResponse]]
@@ -109,6 +118,7 @@ class Gateway:
         self.hooks = Hooks([*builtin, *hooks])
         self.limits = limits or Limits()
         self.prices = prices or Prices()
+        self._prices = self.prices if self.prices else None  # None: nothing to price
         self.session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set at start-up
         self.timers = Timers()
@@ -131,12 +141,13 @@ class Gateway:
             notify_error=self._notify_error,
             stream_usage=stream_usage,
             access=access,
+            max_header_bytes=self.limits.max_header_bytes,
         )
         pipeline = self.pipeline
         self._routes: dict[tuple[str, str], Handler] = {
-            ("POST", "/v1/chat/completions"): _endpoint(pipeline, CHAT),
-            ("POST", "/v1/completions"): _endpoint(pipeline, COMPLETIONS),
-            ("POST", "/v1/embeddings"): _endpoint(pipeline, EMBEDDINGS),
+            ("POST", "/v1/chat/completions"): partial(pipeline.model_endpoint, CHAT),
+            ("POST", "/v1/completions"): partial(pipeline.model_endpoint, COMPLETIONS),
+            ("POST", "/v1/embeddings"): partial(pipeline.model_endpoint, EMBEDDINGS),
             ("GET", "/v1/models"): pipeline.list_models,
         }
         # Probes answer without a key: load balancers, orchestrators and scrapers send none.
@@ -209,9 +220,10 @@ class Gateway:
     async def handle(self, request: Request) -> AnyResponse:
         """Answer one request. Never raises, except when the task is cancelled."""
         headers = request.headers
-        ctx = RequestContext(headers.get("x-request-id"))
+        ctx = RequestContext(
+            headers.get("x-request-id"), "", request.method, request.path, request.client
+        )
         outcome = ctx.outcome
-        outcome.method, outcome.path, outcome.client = request.method, request.path, request.client
         outcome.user_agent = headers.get("user-agent")
         outcome.bytes_in = len(request.body)
         if self.tracer is not None:
@@ -246,9 +258,10 @@ class Gateway:
     async def refuse(self, request: Request, error: GatewayError) -> Response:
         """Answer a request a server adapter found broken before the core could read it
         (a body cut short): the error, with its outcome recorded like any other."""
-        ctx = RequestContext(request.headers.get("x-request-id"))
+        ctx = RequestContext(
+            request.headers.get("x-request-id"), "", request.method, request.path, request.client
+        )
         outcome = ctx.outcome
-        outcome.method, outcome.path, outcome.client = request.method, request.path, request.client
         response = await self._fail(ctx, error)
         response.headers.append(("x-request-id", ctx.request_id))
         outcome.bytes_out = len(response.body)
@@ -257,10 +270,6 @@ class Gateway:
 
     async def _dispatch(self, ctx: RequestContext, request: Request) -> AnyResponse:
         limits = self.limits
-        if header_block_size(request.headers) > limits.max_header_bytes:
-            raise HeadersTooLargeError(
-                f"The request headers are larger than {limits.max_header_bytes} bytes."
-            )
         body = request.body
         if len(body) > limits.max_body_bytes:
             raise RequestTooLargeError(
@@ -338,22 +347,24 @@ class Gateway:
         outcome = ctx.outcome
         outcome.status = status
         outcome.outcome = how
-        if outcome.usage is not None and self.prices:
-            outcome.cost = self.prices.cost(outcome)
-        ended = ctx.elapsed
+        if outcome.usage is not None and self._prices is not None:
+            outcome.cost = self._prices.cost(outcome)
+        started = ctx.started
+        ended = _perf_counter() - started
         outcome.duration_ms = ended * 1000
         if ctx.first_byte_at:
-            ttfb = ctx.first_byte_at - ctx.started
-            outcome.ttfb_ms = ttfb * 1000
-        elif how in (ANSWERED, REFUSED, UPSTREAM_ERROR, FAILED):
+            ttfb: float | None = ctx.first_byte_at - started
+            outcome.ttfb_ms = ttfb * 1000  # type: ignore[operator]
+        elif how is not CLIENT_LEFT and how is not DRAINED:
             ttfb = ended  # a whole answer's first byte leaves with the rest
             outcome.ttfb_ms = outcome.duration_ms
         else:
             ttfb = None
         if outcome.attempts:
-            outcome.upstream_ms = ctx.upstream_seconds * 1000
+            upstream = ctx.upstream_seconds
+            outcome.upstream_ms = upstream * 1000
             if ttfb is not None:
-                outcome.overhead_ms = max(0.0, ttfb - ctx.upstream_seconds) * 1000
+                outcome.overhead_ms = max(0.0, ttfb - upstream) * 1000
         if ctx.span is not None:
             self.tracer.end_request(ctx)  # type: ignore[union-attr]
         if outcome.endpoint is PROBE:
@@ -425,13 +436,6 @@ class Gateway:
         while self.in_flight and self._loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return not self.in_flight
-
-
-def _endpoint(pipeline: Pipeline, endpoint: object) -> Handler:
-    async def handler(ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
-        return await pipeline.model_endpoint(endpoint, ctx, request, body)  # type: ignore[arg-type]
-
-    return handler
 
 
 async def _maybe_await(result: object) -> None:

@@ -61,15 +61,23 @@ class RequestContext:
         "request_id",
         "span",
         "started",
+        "task",
         "upstream_seconds",
     )
 
-    def __init__(self, request_id: str | None = None, endpoint: str = "") -> None:
+    def __init__(
+        self,
+        request_id: str | None = None,
+        endpoint: str = "",
+        method: str = "",
+        path: str = "",
+        client: str | None = None,
+    ) -> None:
         if request_id is None or not _acceptable_request_id(request_id):
             request_id = f"{_PREFIX}{next(_counter):x}"  # new_request_id(), inlined
         self.request_id = request_id
         self.started = _perf_counter()
-        self.outcome = Outcome(request_id, _time(), endpoint=endpoint)
+        self.outcome = Outcome(request_id, _time(), method, path, endpoint, client=client)
         self.first_byte_at = 0.0  # perf_counter() when the first byte went to the server
         self.upstream_seconds = 0.0  # spent in upstream attempts until the answer began
         # (deployment, why) of each attempt that failed; None while none has

@@ -280,11 +280,23 @@ def _attempts_header(attempts: int) -> tuple[str, str]:
     return ("x-gateway-attempts", str(attempts))
 
 
+_MODEL_HEADERS: dict[str, tuple[str, str] | None] = {}
+
+
 def _model_header(model: str | None) -> tuple[str, str] | None:
     """``x-gateway-model`` for a model the client named (in open mode): left out unless
-    the name is a valid header value."""
-    value = safe_header_value(model) if model else None
-    return None if value is None else ("x-gateway-model", value)
+    the name is a valid header value. Built once per name (a few hundred names kept)."""
+    if not model:
+        return None
+    header = _MODEL_HEADERS.get(model, _UNSEEN)
+    if header is _UNSEEN:
+        header = None if safe_header_value(model) is None else ("x-gateway-model", model)
+        if len(_MODEL_HEADERS) < 512:
+            _MODEL_HEADERS[model] = header
+    return header  # type: ignore[return-value]
+
+
+_UNSEEN = ("", "")
 
 
 def _told(error: GatewayError, attempts: int) -> GatewayError:

@@ -7,9 +7,10 @@ every response and never appends to a list it did not build for that response.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Protocol
+
+from .errors import HeadersTooLargeError
 
 HeaderList = list[tuple[str, str]]
 
@@ -64,15 +65,24 @@ RESPONSE_HEADERS_DROPPED = _HOP_BY_HOP | {"content-encoding", "set-cookie", "dat
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
 
 
-def forwardable_headers(headers: Headers) -> HeaderList:
-    """The client's headers that may go upstream. Names are lower-case, as servers give them."""
+def forwardable_headers(headers: Headers, limit: int | None = None) -> HeaderList:
+    """The client's headers that may go upstream. Names are lower-case, as servers give them.
+
+    With ``limit``, the same pass measures the header block (``name: value\r\n`` each):
+    over it, ``HeadersTooLargeError``.
+    """
     kept = []
     connection = None
+    size = 0
+    dropped = REQUEST_HEADERS_DROPPED
     for name, value in headers.items():
-        if name not in REQUEST_HEADERS_DROPPED:
+        size += len(name) + len(value) + 4
+        if name not in dropped:
             kept.append((name, value))
         elif name == "connection":
             connection = value
+    if limit is not None and size > limit:
+        raise HeadersTooLargeError(f"The request headers are larger than {limit} bytes.")
     if connection is None:
         return kept
     return _without_connection_named(kept, connection)
@@ -114,16 +124,14 @@ def header_block_size(headers: Headers) -> int:
     return sum(len(name) + len(value) + 4 for name, value in headers.items())
 
 
-# What RFC 9110 §5.5 allows in a field value, limited to what every server writes:
-# visible ASCII, space and tab, and no leading or trailing whitespace.
-_VALID_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?|")
-
-
 def safe_header_value(value: str) -> str | None:
     """``value`` if it can be sent as a header value as it is, else ``None``.
 
     Header values the gateway builds from what a client sent (a model name, a request
-    id) are checked here: one with a CR, LF, NUL, another control character or a
-    non-ASCII character is left out of the response rather than breaking it.
+    id) are checked here: one with a CR, LF, NUL, another control character (tab and
+    DEL included) or a non-ASCII character, or with spaces at its ends, is left out of
+    the response rather than breaking it. (RFC 9110 §5.5 allows a little more.)
     """
-    return value if _VALID_VALUE.fullmatch(value) else None
+    if value.isascii() and value.isprintable() and value.strip() == value:
+        return value
+    return None

@@ -35,7 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .http import Request, Response
-from .outcome import STREAMED, Outcome
+from .outcome import Outcome
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -88,6 +88,32 @@ class _Histogram:
         series[-1] += value
 
 
+class _Tally:
+    """Everything counted of the requests that share a model, deployment, endpoint and
+    status: one dict lookup per request finds it all (histograms: bucket counts, then
+    the sum)."""
+
+    __slots__ = (
+        "cached",
+        "completion",
+        "cost",
+        "count",
+        "duration",
+        "ok",
+        "overhead",
+        "prompt",
+        "ttfb",
+    )
+
+    def __init__(self) -> None:
+        self.count = self.ok = 0
+        self.prompt = self.completion = self.cached = 0
+        self.cost = 0.0
+        self.duration = [0.0] * (len(DURATION_BUCKETS) + 2)
+        self.ttfb = [0.0] * (len(DURATION_BUCKETS) + 2)
+        self.overhead = [0.0] * (len(OVERHEAD_BUCKETS) + 2)
+
+
 class Snapshot(msgspec.Struct):
     """What one worker has counted, as written to its file."""
 
@@ -114,7 +140,6 @@ class Metrics:
         self._open = True
         self._open_models: set[str] = set()
         self._task: asyncio.Task[None] | None = None
-        self._changed = False
         self.requests = _Counter(
             "gateway_requests",
             "Requests answered, by public model, deployment, endpoint and status.",
@@ -160,6 +185,7 @@ class Metrics:
             "gateway_stream_outcomes", "Streams by how they ended.", ("outcome",)
         )
         self.extra: list[_Counter] = []  # counters other parts add (cache, store failures)
+        self._tallies: dict[tuple[str, str, str, int], _Tally] = {}
 
     # ------------------------------------------------------------ wiring
 
@@ -201,6 +227,8 @@ class Metrics:
     # ------------------------------------------------------------ counting
 
     def _model(self, model: str | None) -> str:
+        """The model's label: its name if configured (or among the first seen, in open
+        mode), else ``other``, so that labels stay bounded."""
         if model is None:
             return ""
         if model in self._known_models:
@@ -216,42 +244,82 @@ class Metrics:
 
     def on_complete(self, ctx: RequestContext) -> None:
         outcome: Outcome = ctx.outcome
-        model = self._model(outcome.model)
-        endpoint = outcome.endpoint or "other"
-        deployment = outcome.deployment or ""
-        self.requests.inc(
-            (model, deployment, endpoint, _STATUS.get(outcome.status) or str(outcome.status))
-        )
-        self.duration.observe((model, endpoint), outcome.duration_ms / 1000)
+        model = outcome.model
+        if model not in self._known_models:
+            model = self._model(model)
+        key = (model, outcome.deployment or "", outcome.endpoint or "other", outcome.status)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = _Tally()
+        tally.count += 1
+        seconds = outcome.duration_ms / 1000
+        histogram = tally.duration
+        histogram[_bisect(DURATION_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
         if outcome.ttfb_ms is not None:
-            self.ttfb.observe((model, endpoint), outcome.ttfb_ms / 1000)
+            seconds = outcome.ttfb_ms / 1000
+            histogram = tally.ttfb
+            histogram[_bisect(DURATION_BUCKETS, seconds)] += 1
+            histogram[-1] += seconds
         if outcome.overhead_ms is not None:
-            self.overhead.observe((endpoint,), outcome.overhead_ms / 1000)
+            seconds = outcome.overhead_ms / 1000
+            histogram = tally.overhead
+            histogram[_bisect(OVERHEAD_BUCKETS, seconds)] += 1
+            histogram[-1] += seconds
         usage = outcome.usage
         if usage is not None:
-            tokens = self.tokens
-            tokens.inc((model, deployment, "prompt"), usage.prompt_tokens)
-            tokens.inc((model, deployment, "completion"), usage.completion_tokens)
-            if usage.cached_tokens:
-                tokens.inc((model, deployment, "cached"), usage.cached_tokens)
+            tally.prompt += usage.prompt_tokens
+            tally.completion += usage.completion_tokens
+            tally.cached += usage.cached_tokens
         if outcome.cost is not None:
-            self.cost.inc((model,), outcome.cost)
-        if outcome.attempts:
+            tally.cost += outcome.cost
+        attempts = outcome.attempts
+        if attempts:
             failures = ctx.failed_attempts
-            if failures:
+            if failures is None:
+                tally.ok += 1
+            else:
                 for failed_deployment, result in failures:
                     self.attempts.inc((failed_deployment, result))
-            if outcome.attempts > len(failures or ()):
-                self.attempts.inc((deployment, "ok"))
-        if outcome.fallback is not None:
-            self.fallbacks.inc((model, self._model(outcome.fallback)))
+                if attempts > len(failures):
+                    tally.ok += 1
+            if outcome.fallback is not None:
+                self.fallbacks.inc((model, self._model(outcome.fallback)))
         if outcome.stream and outcome.status < 400:
-            self.stream_outcomes.inc((outcome.outcome or STREAMED,))
-        self._changed = True
+            self.stream_outcomes.inc((outcome.outcome,))
+
+    def _fold(self) -> None:
+        """Spread the tallies over the metrics they count (at snapshot time)."""
+        requests, tokens, cost = self.requests, self.tokens, self.cost
+        duration, ttfb, overhead = self.duration, self.ttfb, self.overhead
+        for series in (requests, tokens, cost, duration, ttfb, overhead):
+            series.series.clear()
+        attempts_ok = {k: v for k, v in self.attempts.series.items() if k[1] != "ok"}
+        for (model, deployment, endpoint, status), tally in self._tallies.items():
+            requests.inc(
+                (model, deployment, endpoint, _STATUS.get(status) or str(status)), tally.count
+            )
+            _add(duration.series, (model, endpoint), tally.duration)
+            if tally.ttfb[-1] or any(tally.ttfb[:-1]):
+                _add(ttfb.series, (model, endpoint), tally.ttfb)
+            if any(tally.overhead[:-1]):
+                _add(overhead.series, (endpoint,), tally.overhead)
+            if tally.prompt or tally.completion:
+                tokens.inc((model, deployment, "prompt"), tally.prompt)
+                tokens.inc((model, deployment, "completion"), tally.completion)
+            if tally.cached:
+                tokens.inc((model, deployment, "cached"), tally.cached)
+            if tally.cost:
+                cost.inc((model,), tally.cost)
+            if tally.ok:
+                key = (deployment, "ok")
+                attempts_ok[key] = attempts_ok.get(key, 0.0) + tally.ok
+        self.attempts.series = attempts_ok
 
     # ------------------------------------------------------------ snapshots
 
     def snapshot(self) -> Snapshot:
+        self._fold()
         counters = [self.requests, self.tokens, self.cost, self.attempts, self.fallbacks]
         counters += [self.stream_outcomes, *self.extra]
         histograms = [self.duration, self.ttfb, self.overhead]
@@ -310,6 +378,17 @@ class Metrics:
 
 
 _STATUS = {status: str(status) for status in range(100, 600)}
+_bisect = bisect.bisect_left  # the first bound >= value: its bucket (the last: +Inf)
+
+
+def _add(series: dict[Labels, list[float]], labels: Labels, values: list[float]) -> None:
+    current = series.get(labels)
+    if current is None:
+        series[labels] = list(values)
+    else:
+        for i, value in enumerate(values):
+            current[i] += value
+
 
 # Gauges every worker reports with its snapshot (Gateway.gauges()).
 GAUGES: dict[str, tuple[str, Labels]] = {

@@ -23,11 +23,11 @@ from .errors import (
     NotFoundError,
 )
 from .forwarding import Answer, Forwarder
-from .headers import forwardable_headers
+from .headers import HeaderList, forwardable_headers
 from .http import Request, Response, StreamingResponse, json_response
 from .outcome import Usage
 from .providers import UpstreamRequest
-from .relay import EndCallback, Relay
+from .relay import EndCallback, Relay, chunks_of
 from .sse import run_chunk_hooks
 from .types import Model, ModelList
 from .usage import UsageStripper
@@ -71,8 +71,10 @@ class Pipeline:
         notify_error: Callable[[RequestContext, GatewayError], Awaitable[Response | None]],
         stream_usage: bool = True,
         access: AccessControl | None = None,
+        max_header_bytes: int | None = None,
     ) -> None:
         self.access = access
+        self.max_header_bytes = max_header_bytes
         self.registry = registry
         self.hooks = hooks
         self.forwarder = forwarder
@@ -92,20 +94,22 @@ class Pipeline:
     ) -> AnyResponse:
         """Chat completions, completions, embeddings: a JSON body with a model."""
         ctx.outcome.endpoint = endpoint.name
+        headers = forwardable_headers(request.headers, self.max_header_bytes)
         fields = endpoint.parse(json_body(body))
-        return await self.forward(
-            ctx, request, endpoint, body, fields.model, fields.stream, fields.stream_options
-        )
+        model, stream, options = fields.model, fields.stream, fields.stream_options
+        return await self.forward(ctx, request, headers, endpoint, body, model, stream, options)
 
     async def list_models(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
         ctx.outcome.endpoint = "models"
         if self.registry.is_open:
-            return await self.forward(ctx, request, PASSTHROUGH, b"", None, None)
+            headers = forwardable_headers(request.headers, self.max_header_bytes)
+            return await self.forward(ctx, request, headers, PASSTHROUGH, b"", None, None)
         return json_response(200, self.model_list)
 
     async def passthrough(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
         """Any other ``/v1`` path: forwarded as sent, to the provider its model names."""
         ctx.outcome.endpoint = "passthrough"
+        headers = forwardable_headers(request.headers, self.max_header_bytes)
         path = request.path
         if not path.startswith("/v1/") or not _SAFE_PATH.fullmatch(path) or _CLIMBING.search(path):
             raise NotFoundError(f"Unknown path: {path}", code="unknown_url")
@@ -126,7 +130,7 @@ class Pipeline:
         elif body and (content_type is None or "json" in content_type):
             fields = PASSTHROUGH.parse(json_body(body))
             model, stream = fields.model, fields.stream
-        return await self.forward(ctx, request, PASSTHROUGH, body, model, stream)
+        return await self.forward(ctx, request, headers, PASSTHROUGH, body, model, stream)
 
     # ------------------------------------------------------------------ forwarding
 
@@ -134,6 +138,7 @@ class Pipeline:
         self,
         ctx: RequestContext,
         request: Request,
+        headers: HeaderList,
         endpoint: Endpoint,
         body: bytes,
         model: str | None,
@@ -148,7 +153,7 @@ class Pipeline:
             request.method,
             request.path[3:],  # below /v1: providers append it to their base URL
             request.query,
-            forwardable_headers(request.headers),
+            headers,
             body,
             endpoint.request_type,
             endpoint.name,
@@ -178,22 +183,22 @@ class Pipeline:
         answer = await self.forwarder.exchange(ctx, route, outgoing, model)
         upstream = answer.upstream
         outcome.upstream_request_id = upstream.request_id
-        headers = [*upstream.headers, *answer.headers]
+        response_headers = [*upstream.headers, *answer.headers]
         if outcome.cache is not None:
-            headers.append(("x-gateway-cache", outcome.cache))
+            response_headers.append(("x-gateway-cache", outcome.cache))
         admission = ctx.admission
         if admission is not None:
-            headers += admission.headers
+            response_headers += admission.headers
             if admission.cache_key is not None and admission.may_store:
                 admission.capture = [] if answer.streamed else [answer.content]
         if answer.streamed:
-            return self._stream(ctx, endpoint, answer, headers, strip_usage)
+            return self._stream(ctx, endpoint, answer, response_headers, strip_usage)
         content = answer.content
         usage = None
         if upstream.status < 300 and upstream.content_type.startswith("application/json"):
             usage = outcome.usage = answer.deployment.provider.usage(content)
         answer.deployment.ended(_tokens(usage))
-        response = Response(upstream.status, headers, content, endpoint.response_type)
+        response = Response(upstream.status, response_headers, content, endpoint.response_type)
         if self.hooks.after_response:
             await self.hooks.after_response.each(ctx, response)
         return response
@@ -215,10 +220,18 @@ class Pipeline:
         strip_usage: bool,
     ) -> StreamingResponse:
         upstream = answer.upstream
-        chunks = upstream.iter_chunks()
         is_sse = upstream.content_type.startswith("text/event-stream")
+        iterator = None
         if is_sse and self.hooks.on_chunk:
-            chunks = run_chunk_hooks(self.hooks.on_chunk, ctx, chunks, endpoint.chunk_type)
+            iterator = run_chunk_hooks(
+                self.hooks.on_chunk, ctx, upstream.iter_chunks(), endpoint.chunk_type
+            )
+            next_chunk = chunks_of(iterator)
+        elif (reader := getattr(upstream, "next_chunk", None)) is not None:
+            next_chunk = reader  # no generator between the upstream's reads and the client
+        else:
+            iterator = upstream.iter_chunks()
+            next_chunk = chunks_of(iterator)
         deployment = answer.deployment
         on_stream_end = self.on_stream_end
 
@@ -237,7 +250,7 @@ class Pipeline:
 
         relay = Relay(
             ctx,
-            chunks,
+            next_chunk,
             on_error=on_error,
             on_end=on_end,
             close_upstream=upstream.close,
@@ -247,8 +260,9 @@ class Pipeline:
             strip_usage=strip_usage and is_sse,
             read_usage=is_sse,
             capture=ctx.admission.capture if ctx.admission is not None else None,
+            iterator=iterator,
         )
-        return StreamingResponse(upstream.status, headers, relay.iterate())
+        return StreamingResponse(upstream.status, headers, relay.iterate(), relay.pump)
 
 
 def _tokens(usage: Usage | None) -> int:

@@ -5,6 +5,11 @@ place among the streams a stopping worker must end, the usage in its last event,
 its end. However the stream ends — relayed to the end, broken by the upstream, fallen
 silent, aborted at shutdown, left by the client, or dropped by a server that never
 pulled it — the upstream is let go and ``on_end`` runs once, with how it ended.
+
+Two ways to run it, the same behaviour: ``pump(send)`` writes each chunk with ``send``
+as it arrives (Granian: one coroutine for the whole stream, the fewest steps between
+the upstream's read and the client's write); ``iterate()`` yields them (servers that
+pull, like Robyn, and library users).
 """
 
 from __future__ import annotations
@@ -24,22 +29,29 @@ if TYPE_CHECKING:
 
 # on_end(ctx, how it ended, the error that ended it or None)
 EndCallback = Callable[["RequestContext", str, "Exception | None"], None]
+NextChunk = Callable[[], Awaitable[bytes]]  # the next chunk; b"" when the stream is over
 
 
 class Relay:
-    """One stream: iterate() yields its chunks; it ends once, however it ends."""
+    """One stream: ``pump()`` or ``iterate()`` relays it; it ends once, however it ends."""
 
     __slots__ = (
         "__weakref__",
         "_aborted",
         "_capture",
-        "_chunks",
         "_close_upstream",
         "_ended",
+        "_failure",
+        "_how",
         "_idle",
+        "_iterator",
+        "_last",
+        "_next_chunk",
         "_on_end",
         "_on_error",
+        "_previous",
         "_running",
+        "_sent",
         "_stripper",
         "_timers",
         "ctx",
@@ -50,7 +62,7 @@ class Relay:
     def __init__(
         self,
         ctx: RequestContext,
-        chunks: AsyncIterator[bytes],
+        next_chunk: NextChunk,
         *,
         on_error: Callable[[Exception], Awaitable[bytes | None]],
         on_end: EndCallback,
@@ -61,9 +73,11 @@ class Relay:
         strip_usage: bool = False,
         read_usage: bool = True,
         capture: list[bytes] | None = None,
+        iterator: AsyncIterator[bytes] | None = None,
     ) -> None:
         self.ctx = ctx
-        self._chunks = chunks
+        self._next_chunk = next_chunk
+        self._iterator = iterator  # closed at the end, when chunks come from one
         self._on_error = on_error
         self._on_end = on_end
         self._close_upstream = close_upstream
@@ -74,6 +88,10 @@ class Relay:
         self._stripper = UsageStripper() if strip_usage else None
         self.read_usage = read_usage  # whether the stream's tail may state its usage
         self._capture = capture  # gets every chunk as it came (for the response cache)
+        self._how = CLIENT_LEFT  # until it ends otherwise: stopped at a write, the client left
+        self._failure: Exception | None = None
+        self._sent = 0
+        self._previous = self._last = b""
         self.last_chunk_at = 0.0
         # Known from now until it ends (for shutdown): an adapter may start pulling it
         # only after the core has returned it (Robyn does, from a thread).
@@ -93,74 +111,154 @@ class Relay:
         else:
             self.abort(UpstreamTimeoutError(f"The upstream sent nothing for {idle:g} s."))
 
-    async def iterate(self) -> AsyncIterator[bytes]:
-        """Every chunk as it arrives, then the last words if the stream broke."""
-        next_chunk = self._chunks.__anext__
-        timers = self._timers
-        clock = timers.clock
-        ctx = self.ctx
-        stripper = self._stripper
-        capture = self._capture
-        self.last_chunk_at = clock()
-        timers.add(self, self._idle, self._check_idle)
-        how, failure = CLIENT_LEFT, None  # closed at a yield: the client stopped reading
+    # ------------------------------------------------------------ relaying
+
+    async def pump(self, send: Callable[[bytes], Awaitable[object]]) -> None:
+        """Write every chunk with ``send`` as it arrives, then the last words if the
+        stream broke. An error raised by ``send`` (the client left) ends the stream."""
+        next_chunk = self._next_chunk
+        self._start()
+        try:
+            if self._capture is None and self._stripper is None:
+                await self._pump_plain(next_chunk, send)
+                return
+            took = self._took
+            while True:
+                try:
+                    chunk = await next_chunk()
+                except Exception as error:
+                    if tail := await self._broke(error):
+                        await send(tail)
+                    return
+                if not chunk:
+                    if rest := self._over():
+                        await send(rest)
+                    return
+                if chunk := took(chunk):
+                    await send(chunk)
+        finally:
+            self._end()
+            if self._iterator is not None:
+                await aclose(self._iterator)
+
+    async def _pump_plain(
+        self, next_chunk: NextChunk, send: Callable[[bytes], Awaitable[object]]
+    ) -> None:
+        """``pump`` for a stream whose chunks go out as they came (nothing captured or
+        taken out): what ``_took`` does, inline, the fewest steps per chunk."""
+        clock = self._timers.clock
         previous = last = b""
         sent = 0
         try:
             while True:
                 try:
                     chunk = await next_chunk()
-                except StopAsyncIteration:
-                    if stripper is not None and (rest := stripper.flush()):
-                        sent += len(rest)
-                        yield rest
-                    how = STREAMED
-                    break
                 except Exception as error:
-                    # The stream broke upstream or in a hook (errors in writing to the
-                    # client surface in the adapter, not here): send the last words.
-                    failure = self._aborted or error
-                    how = _ended_by(failure)
-                    if tail := await self._on_error(failure):
-                        yield tail
-                    break
+                    if tail := await self._broke(error):
+                        await send(tail)
+                    return
+                if not chunk:
+                    self._how = STREAMED
+                    return
                 self.last_chunk_at = clock()
-                if capture is not None:
-                    capture.append(chunk)
-                if stripper is not None:
-                    chunk = stripper.feed(chunk)
-                    if not chunk:
-                        continue
-                else:
-                    previous, last = last, chunk
                 if not sent:
-                    ctx.first_byte_at = perf_counter()
+                    self.ctx.first_byte_at = perf_counter()
+                previous, last = last, chunk
                 sent += len(chunk)
-                yield chunk
+                await send(chunk)
         finally:
-            ctx.outcome.bytes_out = sent
-            outcome = ctx.outcome
-            if stripper is not None and stripper.usage is not None:
-                outcome.usage = stripper.usage
-            elif self.read_usage and last and outcome.usage is None:
-                outcome.usage = usage_of_stream_tail(previous + last)
-            self._end(how, failure)
-            await aclose(self._chunks)
+            self._sent += sent
+            self._previous, self._last = previous, last
 
-    def _end(self, how: str, failure: Exception | None) -> None:
+    async def iterate(self) -> AsyncIterator[bytes]:
+        """Every chunk as it arrives — for servers that pull from an iterator."""
+        next_chunk = self._next_chunk
+        took = self._took
+        self._start()
+        try:
+            while True:
+                try:
+                    chunk = await next_chunk()
+                except Exception as error:
+                    if tail := await self._broke(error):
+                        yield tail
+                    return
+                if not chunk:
+                    if rest := self._over():
+                        yield rest
+                    return
+                if chunk := took(chunk):
+                    yield chunk
+        finally:
+            self._end()
+            if self._iterator is not None:
+                await aclose(self._iterator)
+
+    def _start(self) -> None:
+        timers = self._timers
+        self.last_chunk_at = timers.clock()
+        timers.add(self, self._idle, self._check_idle)
+
+    def _took(self, chunk: bytes) -> bytes:
+        """A chunk read from upstream, as the client gets it (maybe nothing yet)."""
+        self.last_chunk_at = self._timers.clock()
+        if self._capture is not None:
+            self._capture.append(chunk)
+        if self._stripper is not None:
+            chunk = self._stripper.feed(chunk)
+            if not chunk:
+                return chunk
+        else:
+            self._previous, self._last = self._last, chunk
+        if not self._sent:
+            self.ctx.first_byte_at = perf_counter()
+        self._sent += len(chunk)
+        return chunk
+
+    def _over(self) -> bytes:
+        """The upstream finished the stream: what was held back, if anything."""
+        self._how = STREAMED
+        rest = self._stripper.flush() if self._stripper is not None else b""
+        self._sent += len(rest)
+        return rest
+
+    async def _broke(self, error: Exception) -> bytes | None:
+        """The stream broke upstream or in a hook (errors in writing to the client
+        surface in the adapter, not here): how it ended, and the last words."""
+        failure = self._aborted or error
+        self._how = _ended_by(failure)
+        self._failure = failure
+        tail = await self._on_error(failure)
+        if tail:
+            self._sent += len(tail)
+        return tail
+
+    def _end(self) -> None:
         if self._ended:
             return
         self._ended = True
         self._timers.remove(self)
         self._running.discard(self)
-        self._on_end(self.ctx, how, failure)
+        ctx = self.ctx
+        outcome = ctx.outcome
+        outcome.bytes_out = self._sent
+        stripper = self._stripper
+        if stripper is not None and stripper.usage is not None:
+            outcome.usage = stripper.usage
+        elif self.read_usage and self._last and outcome.usage is None:
+            outcome.usage = usage_of_stream_tail(self._previous + self._last)
+        if self._how is not STREAMED:
+            self._close_upstream()  # unfinished: drop the connection, the upstream stops
+        failure, self._failure = self._failure, None
+        # (Not kept: its traceback holds pump()'s frame, whose `send` holds Granian's
+        # transport, which must be let go for the response to end.)
+        self._on_end(ctx, self._how, failure)
 
     def __del__(self) -> None:
         # Dropped without ever being pulled (Robyn may drop a stream whose client left
-        # before it started): no iterate() ran to end it, so do it here, synchronously.
+        # before it started): nothing ran to end it, so do it here, synchronously.
         if not self._ended:
-            self._end(CLIENT_LEFT, None)
-            self._close_upstream()
+            self._end()
 
 
 def _ended_by(error: Exception) -> str:
@@ -169,3 +267,16 @@ def _ended_by(error: Exception) -> str:
     if isinstance(error, UpstreamTimeoutError):
         return IDLE_TIMEOUT
     return STREAM_BROKEN
+
+
+def chunks_of(iterator: AsyncIterator[bytes]) -> NextChunk:
+    """``NextChunk`` over an async iterator (the chunk-hook pipeline, a provider's)."""
+    next_of = iterator.__anext__
+
+    async def next_chunk() -> bytes:
+        try:
+            return await next_of()
+        except StopAsyncIteration:
+            return b""
+
+    return next_chunk

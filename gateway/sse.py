@@ -51,7 +51,7 @@ class SSEEvent(msgspec.Struct):
     def data(self) -> bytes | None:
         """The event's data lines joined by newlines; ``None`` for an event without data."""
         raw = self._raw
-        if raw.startswith(b"data: ") and b"\n" not in raw:
+        if raw.startswith(b"data: ") and raw.find(b"\n") == -1:  # (not `in`: see usage.py)
             return raw[6:]  # the usual event: one data line
         lines = [
             line[5:].removeprefix(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
@@ -116,7 +116,7 @@ class EventSplitter:
             chunk = chunk[1:]
             exact = False
         self._skip_lf = False
-        if b"\r" in chunk:
+        if chunk.find(b"\r") != -1:
             self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             exact = False

@@ -31,7 +31,7 @@ _SSE = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
 class MockResponse:
     """A prepared answer, whole or as a list of chunks."""
 
-    __slots__ = ("_body", "_chunks", "_delay", "headers", "status", "streamed")
+    __slots__ = ("_body", "_chunks", "_delay", "_position", "headers", "status", "streamed")
     request_id = None
 
     def __init__(
@@ -47,6 +47,7 @@ class MockResponse:
         self._body = body
         self._chunks = chunks
         self._delay = delay
+        self._position = 0
         self.streamed = chunks is not None
 
     @property
@@ -58,6 +59,16 @@ class MockResponse:
 
     async def first_chunk(self) -> bytes:
         return (self._chunks or [self._body])[0]  # prepared: nothing to wait for
+
+    async def next_chunk(self) -> bytes:
+        chunks = self._chunks if self._chunks is not None else [self._body]
+        position = self._position
+        if position >= len(chunks):
+            return b""
+        if self._delay and position:
+            await asyncio.sleep(self._delay)
+        self._position = position + 1
+        return chunks[position]
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         for i, chunk in enumerate(self._chunks if self._chunks is not None else [self._body]):

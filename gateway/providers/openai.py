@@ -65,6 +65,23 @@ class HTTPUpstreamResponse:
             raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
         return self._first
 
+    async def next_chunk(self) -> bytes:
+        """The next chunk of the body (the one read ahead first); ``b""`` at its end,
+        when the connection goes back to the pool."""
+        first = self._first
+        if first is not None:
+            self._first = None
+            if first:
+                return first
+        response = self._response
+        try:
+            chunk = await response.content.readany()
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+        if not chunk:
+            response.release()
+        return chunk
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         response = self._response
         try:

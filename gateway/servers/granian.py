@@ -79,12 +79,11 @@ class RSGIApp:
                 )
                 response = await self.gateway.handle(request)
             if type(response) is StreamingResponse:
-                try:
-                    transport = protocol.response_stream(response.status, response.headers)
-                    async for chunk in response.iterate():
-                        await transport.send_bytes(chunk)
-                finally:
-                    await response.aclose()  # now, even if the client left mid-stream
+                transport = protocol.response_stream(response.status, response.headers)
+                # Lets go of the upstream at the end, even if the client left mid-stream.
+                # (Granian ends the response when the transport is let go: nothing may
+                # keep it, such as a stored exception whose traceback holds this frame.)
+                await response.send_to(transport.send_bytes)
             else:
                 protocol.response_bytes(response.status, response.headers, response.body)
         except asyncio.CancelledError:
