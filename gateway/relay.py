@@ -134,10 +134,11 @@ class Relay:
         finally:
             ctx.outcome.bytes_out = sent
             outcome = ctx.outcome
-            if stripper is not None and stripper.usage is not None:
-                outcome.usage = stripper.usage
-            elif self.read_usage and last and outcome.usage is None:
-                outcome.usage = usage_of_stream_tail(previous + last)
+            if outcome.usage is None:  # a translating provider states it itself, fuller
+                if stripper is not None and stripper.usage is not None:
+                    outcome.usage = stripper.usage
+                elif self.read_usage and last:
+                    outcome.usage = usage_of_stream_tail(previous + last)
             self._end(how, failure)
             await aclose(self._chunks)
 
