@@ -7,7 +7,9 @@ that speak each provider's wire format (tests/fake_providers.py) or OpenAI's
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from pathlib import Path
 
@@ -72,6 +74,18 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
         'api_key_env = "TEST_ANTHROPIC_KEY"',
         "max_tokens = 1024",
         "",
+        "[providers.gemini]",
+        'type = "gemini"',
+        f'base_url = "{fake.url}"',
+        'api_key_env = "TEST_GEMINI_KEY"',
+        "",
+        "[providers.vertex]",
+        'type = "gemini"',
+        f'base_url = "{fake.url}"',
+        'project = "proj"',
+        'location = "europe-west4"',
+        'access_token_env = "TEST_VERTEX_TOKEN"',
+        "",
     ]
 
     def model(name: str, provider: str, upstream_model: str | None = None, **extra: str) -> None:
@@ -84,6 +98,9 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
 
     for name in CLAUDE_MODELS:
         model(name, "claude")
+    for name in GEMINI_MODELS:
+        model(name, "gemini")
+    model("vertex-echo", "vertex", "gemini-echo")
     model("gpt-echo", "openai", "echo")
     # Fallbacks across providers, both ways, and a context fallback.
     model("gpt-down", "openai", "status:503", retries="0", fallbacks='["claude-echo"]')
@@ -413,7 +430,7 @@ def first_text_and_end(chunks) -> float:
     raise AssertionError("no text came")
 
 
-@pytest.mark.parametrize("model", ["claude-slow"])
+@pytest.mark.parametrize("model", ["claude-slow", "gemini-slow"])
 def test_a_translated_stream_leaves_as_it_arrives(gw, ups, model):
     fake, _ = ups
     stream = sdk(gw).chat.completions.create(model=model, messages=HI, stream=True)
@@ -421,3 +438,98 @@ def test_a_translated_stream_leaves_as_it_arrives(gw, ups, model):
     # The upstream paused 1.5 s before its last events: the first translated text was out
     # (and read by the client) well before the upstream finished.
     assert fake.finished[model] - first > 1.0
+
+
+# ================================================================ OpenAI clients, Gemini models
+
+
+def test_gemini_chat_with_usage(gw, ups):
+    fake, upstream = ups
+    completion = sdk(gw).chat.completions.create(
+        model="gemini-echo", messages=[{"role": "system", "content": "Be terse."}, *HI]
+    )
+    assert completion.choices[0].message.content == "echo: hi there"
+    assert completion.usage.prompt_tokens == 12
+    assert completion.usage.completion_tokens == 10  # 6 answer + 4 thinking
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 4
+    sent = fake.last()
+    assert sent.path == "/v1beta/models/gemini-echo:generateContent"
+    assert sent.headers["x-goog-api-key"] == GEMINI_KEY
+    assert sent.json["systemInstruction"] == {"parts": [{"text": "Be terse."}]}
+    assert_no_secret_crossed(fake, upstream)
+
+
+def test_gemini_streamed_function_calls(gw, ups):
+    fake, _ = ups
+    stream = sdk(gw).chat.completions.create(
+        model="gemini-tools",
+        messages=HI,
+        stream=True,
+        stream_options={"include_usage": True},
+        tools=[{"type": "function", "function": {"name": "get_weather"}}],
+    )
+    chunks = list(stream)
+    calls = [c for ch in chunks if ch.choices for c in ch.choices[0].delta.tool_calls or ()]
+    assert [(c.index, c.function.name) for c in calls] == [(0, "get_weather"), (1, "get_time")]
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
+    assert chunks[-1].usage.total_tokens == 22
+    sent = fake.last()
+    assert sent.path == "/v1beta/models/gemini-tools:streamGenerateContent"
+    assert sent.query == "alt=sse"
+
+
+@pytest.mark.parametrize("model", ["gemini-blocked", "gemini-unsafe"])
+def test_gemini_safety_blocks_are_content_filter(gw, ups, model):
+    completion = sdk(gw).chat.completions.create(model=model, messages=HI)
+    assert completion.choices[0].finish_reason == "content_filter"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, openai.BadRequestError),
+        (403, openai.PermissionDeniedError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (503, openai.InternalServerError),
+    ],
+)
+def test_every_gemini_error_in_openai_shape(gw, ups, status, error):
+    with pytest.raises(error) as caught:
+        sdk(gw).chat.completions.create(model=f"gemini-status:{status}", messages=HI)
+    assert caught.value.status_code == status
+    assert caught.value.response.json()["error"]["message"] == f"upstream says {status}"
+
+
+def test_gemini_context_errors_are_context_length_exceeded(gw, ups):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gw).chat.completions.create(model="gemini-context", messages=HI, stream=True)
+    assert caught.value.response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_gemini_embeddings_one_and_many(gw, ups):
+    fake, _ = ups
+    client = sdk(gw)
+    one = client.embeddings.create(model="text-embedding-004", input="hello")
+    assert one.data[0].embedding == [5.0, 0.5, -0.25]
+    assert fake.last().path == "/v1beta/models/text-embedding-004:embedContent"
+    many = client.embeddings.create(
+        model="text-embedding-004", input=["a", "bb"], encoding_format="base64"
+    )
+    vectors = [struct.unpack("<3f", base64.b64decode(d.embedding)) for d in many.data]
+    assert vectors == [(1.0, 0.5, -0.25), (2.0, 0.5, -0.25)]
+    assert fake.last().path == "/v1beta/models/text-embedding-004:batchEmbedContents"
+
+
+def test_vertex_ai_with_a_bearer_token(gw, ups):
+    fake, _ = ups
+    completion = sdk(gw).chat.completions.create(model="vertex-echo", messages=HI)
+    assert completion.choices[0].message.content == "echo: hi there"
+    sent = fake.last()
+    assert sent.path == (
+        "/v1/projects/proj/locations/europe-west4/publishers/google/models/"
+        "gemini-echo:generateContent"
+    )
+    assert sent.headers["authorization"] == f"Bearer {VERTEX_TOKEN}"
+    assert "x-goog-api-key" not in {k.lower() for k in sent.headers}
