@@ -19,12 +19,13 @@ import pytest
 from tests.conftest import CLIENT_KEY, SERVERS, start_gateway
 from tests.fake_providers import (
     ANTHROPIC_KEY,
+    AZURE_API_VERSION,
     AZURE_KEY,
     GEMINI_KEY,
     VERTEX_TOKEN,
     FakeProviders,
 )
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, raw_request
 from tests.upstream import UPSTREAM_KEY, Upstream
 
 HI = [{"role": "user", "content": "hi there"}]
@@ -86,6 +87,19 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
         'location = "europe-west4"',
         'access_token_env = "TEST_VERTEX_TOKEN"',
         "",
+        "[providers.azure]",
+        'type = "azure"',
+        f'base_url = "{fake.url}"',
+        'api_key_env = "TEST_AZURE_KEY"',
+        'deployments = { "gpt-4o" = "prod-4o" }',
+        "",
+        "[providers.azure-v1]",
+        'type = "azure"',
+        f'base_url = "{fake.url}"',
+        "v1 = true",
+        'api_key_env = "TEST_AZURE_KEY"',
+        'deployments = { "gpt-4o-v1" = "prod-v1" }',
+        "",
     ]
 
     def model(name: str, provider: str, upstream_model: str | None = None, **extra: str) -> None:
@@ -101,6 +115,9 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
     for name in GEMINI_MODELS:
         model(name, "gemini")
     model("vertex-echo", "vertex", "gemini-echo")
+    model("gpt-4o", "azure")
+    model("gpt-4o-v1", "azure-v1")
+    model("azure-status:429", "azure")
     model("gpt-echo", "openai", "echo")
     # Fallbacks across providers, both ways, and a context fallback.
     model("gpt-down", "openai", "status:503", retries="0", fallbacks='["claude-echo"]')
@@ -533,3 +550,46 @@ def test_vertex_ai_with_a_bearer_token(gw, ups):
     )
     assert sent.headers["authorization"] == f"Bearer {VERTEX_TOKEN}"
     assert "x-goog-api-key" not in {k.lower() for k in sent.headers}
+
+
+# ================================================================ OpenAI clients, Azure OpenAI
+
+
+def test_azure_deployment_url_key_and_untouched_bytes(gw, ups):
+    fake, upstream = ups
+    body = (
+        b'{"model": "gpt-4o",  "messages": [{"role": "user", "content": "h\\u00e9"}],'
+        b' "temperature": 0.70, "x_vendor": {"a": null}}'
+    )
+    headers = {"content-type": "application/json", "authorization": f"Bearer {CLIENT_KEY}"}
+    response = raw_request(gw.url, "POST", "/v1/chat/completions", body, headers)
+    assert response.status == 200, response
+    assert response.json()["choices"][0]["message"]["content"] == "azure prod-4o: hé"
+    assert response.headers["x-upstream-request-id"] == "req_azure_1"
+    sent = fake.last()
+    assert sent.path == "/openai/deployments/prod-4o/chat/completions"
+    assert sent.query == f"api-version={AZURE_API_VERSION}"
+    assert sent.headers["api-key"] == AZURE_KEY
+    assert "authorization" not in {k.lower() for k in sent.headers}
+    assert sent.body == body  # zero-parse: the client's bytes
+    assert_no_secret_crossed(fake, upstream)
+
+
+def test_azure_stream_and_the_v1_api(gw, ups):
+    fake, _ = ups
+    client = sdk(gw)
+    stream = client.chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
+        "azure prod-4o: hi there"
+    )
+    completion = client.chat.completions.create(model="gpt-4o-v1", messages=HI)
+    assert completion.choices[0].message.content == "azure prod-v1: hi there"
+    sent = fake.last()
+    assert sent.path == "/openai/v1/chat/completions" and sent.query == ""
+    assert sent.json["model"] == "prod-v1"
+
+
+def test_azure_errors_keep_their_status_and_body(gw, ups):
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk(gw).chat.completions.create(model="azure-status:429", messages=HI)
+    assert caught.value.response.json()["error"]["message"] == "upstream says 429"

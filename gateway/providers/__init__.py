@@ -163,7 +163,7 @@ def provider_type(type_name: str) -> Callable[[P], P]:
 
 def provider_types() -> dict[str, type[Provider]]:
     """Every registered provider type, by name."""
-    from . import anthropic, gemini, mock, openai  # noqa: F401 - they register themselves
+    from . import anthropic, azure, gemini, mock, openai  # noqa: F401 - they register themselves
 
     return dict(_TYPES)
 
