@@ -1,8 +1,10 @@
-"""Providers that do not speak OpenAI, through real gateway processes on both servers.
+"""Providers that do not speak OpenAI — Anthropic, Gemini (and Vertex AI), Azure OpenAI —
+and Anthropic's API in front, through real gateway processes on both servers.
 
-The client is the official openai SDK; upstreams are real HTTP servers on 127.0.0.1
-that speak each provider's wire format (tests/fake_providers.py) or OpenAI's
-(tests/upstream.py). The gateway is configured by a config file with these provider types.
+Clients are the official openai SDK (for /v1/chat/completions and /v1/embeddings) and
+the official anthropic SDK (for /v1/messages); upstreams are real HTTP servers on
+127.0.0.1 that speak each provider's wire format (tests/fake_providers.py) or OpenAI's
+(tests/upstream.py). The gateway is configured by a config file with every provider type.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import struct
 import time
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -21,6 +24,7 @@ from tests.fake_providers import (
     ANTHROPIC_KEY,
     AZURE_API_VERSION,
     AZURE_KEY,
+    FIXTURE_TOOL_STREAM,
     GEMINI_KEY,
     VERTEX_TOKEN,
     FakeProviders,
@@ -117,8 +121,12 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
     model("vertex-echo", "vertex", "gemini-echo")
     model("gpt-4o", "azure")
     model("gpt-4o-v1", "azure-v1")
+    model("gpt-tools", "azure", "azure-tools")
     model("azure-status:429", "azure")
     model("gpt-echo", "openai", "echo")
+    model("gpt-limited", "openai", "status:429")
+    model("gpt-drop", "openai", "sse-drop")
+    model("sonnet", "claude", "claude-echo", aliases='["claude-latest"]')
     # Fallbacks across providers, both ways, and a context fallback.
     model("gpt-down", "openai", "status:503", retries="0", fallbacks='["claude-echo"]')
     model("claude-down", "claude", "claude-status:529", retries="1", fallbacks='["gpt-echo"]')
@@ -186,6 +194,11 @@ def ups(fake, upstream_server):
 
 def sdk(gw: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def claude_sdk(gw: Gateway, **kwargs) -> anthropic.Anthropic:
+    kwargs.setdefault("api_key", CLIENT_KEY)
+    return anthropic.Anthropic(base_url=gw.url, max_retries=0, timeout=20, **kwargs)
 
 
 def assert_no_secret_crossed(fake: FakeProviders, upstream: Upstream) -> None:
@@ -593,3 +606,190 @@ def test_azure_errors_keep_their_status_and_body(gw, ups):
     with pytest.raises(openai.RateLimitError) as caught:
         sdk(gw).chat.completions.create(model="azure-status:429", messages=HI)
     assert caught.value.response.json()["error"]["message"] == "upstream says 429"
+
+
+# ================================================================ Anthropic clients: /v1/messages
+
+
+def test_messages_to_claude_pass_through_byte_for_byte(gw, ups):
+    fake, upstream = ups
+    body = (
+        b'{"model": "claude-echo",  "max_tokens": 50, "temperature": 0.70,'
+        b' "messages": [{"role": "user", "content": "h\\u00e9"}], "x_new": {"a": null}}'
+    )
+    headers = {
+        "content-type": "application/json",
+        "x-api-key": CLIENT_KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "tools-2099",
+    }
+    response = raw_request(gw.url, "POST", "/v1/messages?beta=true", body, headers)
+    assert response.status == 200, response
+    assert response.json()["content"] == [{"type": "text", "text": "echo: hé"}]
+    assert response.json()["type"] == "message"
+    sent = fake.last()
+    assert sent.body == body
+    assert sent.query == "beta=true"
+    assert sent.headers["x-api-key"] == ANTHROPIC_KEY
+    assert sent.headers["anthropic-beta"] == "tools-2099"
+    assert_no_secret_crossed(fake, upstream)
+    line = gw.line(response.headers["x-request-id"])
+    assert line["endpoint"] == "messages" and line["usage"]["prompt_tokens"] == 35
+
+
+def test_a_streamed_message_passes_through_byte_for_byte(gw, ups):
+    body = json.dumps(
+        {"model": "claude-fixture-tools", "max_tokens": 50, "messages": HI, "stream": True}
+    ).encode()
+    headers = {"content-type": "application/json", "x-api-key": CLIENT_KEY}
+    response = raw_request(gw.url, "POST", "/v1/messages", body, headers)
+    assert response.status == 200
+    assert response.body == FIXTURE_TOOL_STREAM
+    usage = gw.line(response.headers["x-request-id"])["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (377, 65)
+
+
+def test_the_anthropic_sdk_against_claude(gw, ups):
+    client = claude_sdk(gw)
+    message = client.messages.create(model="claude-echo", max_tokens=50, messages=HI)
+    assert message.content[0].text == "echo: hi there"
+    assert message.usage.cache_read_input_tokens == 20
+    with client.messages.stream(model="claude-fixture-tools", max_tokens=50, messages=HI) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert final.content[1].input == {"location": "Paris"}
+    count = client.messages.count_tokens(model="claude-echo", messages=HI)
+    assert count.input_tokens == 42
+
+
+def test_an_alias_is_rewritten_and_a_bearer_key_works(gw, ups):
+    fake, _ = ups
+    client = claude_sdk(gw, api_key=None, auth_token=CLIENT_KEY)
+    message = client.messages.create(model="claude-latest", max_tokens=50, messages=HI)
+    assert message.content[0].text == "echo: hi there"
+    assert fake.last().json["model"] == "claude-echo"
+
+
+def test_the_anthropic_sdk_against_a_gpt_model(gw, ups):
+    _, upstream = ups
+    client = claude_sdk(gw)
+    message = client.messages.create(
+        model="gpt-echo", max_tokens=50, system="Be terse.", messages=HI
+    )
+    assert message.content[0].text == "echo: hi there"
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 2)
+    sent = upstream.last()
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "hi there"},
+    ]
+    assert sent.json["max_completion_tokens"] == 50
+    assert "anthropic-version" not in {k.lower() for k in sent.headers}
+    assert sent.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+    with client.messages.stream(model="gpt-echo", max_tokens=50, messages=HI) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "tok0 tok1 tok2 tok3 tok4 "
+    assert final.usage.input_tokens == 9 and final.usage.output_tokens == 5
+
+
+def test_the_anthropic_sdk_gets_tool_calls_from_an_openai_compatible_model(gw, ups):
+    client = claude_sdk(gw)
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    message = client.messages.create(model="gpt-tools", max_tokens=50, messages=HI, tools=tools)
+    assert message.stop_reason == "tool_use"
+    assert [b.type for b in message.content] == ["text", "tool_use", "tool_use"]
+    assert message.content[1].input == {"city": "Paris"}
+    with client.messages.stream(
+        model="gpt-tools", max_tokens=50, messages=HI, tools=tools
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "Checking."
+    assert [(b.id, b.name, b.input) for b in final.content[1:]] == [
+        ("call_w", "get_weather", {"city": "Paris"}),
+        ("call_t", "get_time", {}),
+    ]
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 12)
+
+
+def test_messages_fall_back_from_claude_to_gpt(gw, ups):
+    fake, upstream = ups
+    message = claude_sdk(gw).messages.create(model="claude-down", max_tokens=50, messages=HI)
+    assert message.content[0].text == "echo: hi there"
+    assert fake.counts["claude-status:529"] == 2
+    assert upstream.last().json["model"] == "echo"
+
+
+def test_a_translated_message_stream_leaves_as_it_arrives(gw, ups):
+    fake, _ = ups
+    client = claude_sdk(gw)
+    with client.messages.stream(model="claude-slow", max_tokens=50, messages=HI) as stream:
+        for text in stream.text_stream:
+            if text:
+                first = time.monotonic()
+                break
+        stream.get_final_message()
+    assert fake.finished["claude-slow"] - first > 1.0
+
+
+@pytest.mark.parametrize("model", ["claude-stream-error", "gpt-drop"])
+def test_a_message_stream_that_breaks_raises_in_the_sdk(gw, ups, model):
+    client = claude_sdk(gw)
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        client.messages.stream(model=model, max_tokens=50, messages=HI) as stream,
+    ):
+        for _ in stream:
+            pass
+
+
+def test_messages_errors_in_anthropics_shape(gw, ups):
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        claude_sdk(gw, api_key="wrong").messages.create(
+            model="claude-echo", max_tokens=5, messages=HI
+        )
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
+    }
+    client = claude_sdk(gw)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="no-such-model", max_tokens=5, messages=HI)
+    assert caught.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.APIStatusError) as caught:  # Anthropic's own, as it sent it
+        client.messages.create(model="claude-status:529", max_tokens=5, messages=HI)
+    assert caught.value.status_code == 529
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "upstream says 529"},
+    }
+    with pytest.raises(anthropic.RateLimitError) as caught:  # an OpenAI upstream's, translated
+        client.messages.create(model="gpt-limited", max_tokens=5, messages=HI)
+    assert caught.value.body["error"] == {
+        "type": "rate_limit_error",
+        "message": "upstream says 429",
+    }
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.count_tokens(model="gpt-echo", messages=HI)
+    assert caught.value.body["error"]["type"] == "not_found_error"
+    headers = {"content-type": "application/json", "x-api-key": CLIENT_KEY}
+    response = raw_request(
+        gw.url, "POST", "/v1/messages", b'{"model": "claude-echo", "messages": []}', headers
+    )
+    assert response.status == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in response.json()["error"]["message"]
+
+
+def test_no_upstream_key_appears_in_any_answer_or_log(gw, ups):
+    client = claude_sdk(gw)
+    client.messages.create(model="gpt-echo", max_tokens=5, messages=HI)
+    client.messages.create(model="claude-echo", max_tokens=5, messages=HI)
+    with pytest.raises(anthropic.APIStatusError):
+        client.messages.create(model="claude-status:401", max_tokens=5, messages=HI)
+    log = gw.process.log() + (gw.access_log.read_text() if gw.access_log.exists() else "")
+    for secret in SECRETS:
+        assert secret not in log
