@@ -12,6 +12,7 @@ import http.client
 import os
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ __all__ = ["PYTHON", "ROOT", "Process", "free_port"]
 GATEWAY_HOOKS = "bench.hooks:TagRequest,bench.hooks:CountEvents"
 DONE = b"data: [DONE]\n\n"
 
+# The model the benchmarks ask for, served by an Anthropic provider on the mock (which
+# answers /v1/messages in Anthropic's events): every answer is translated.
+ANTHROPIC_CONFIG = """
+[providers.anthropic]
+type = "anthropic"
+base_url = "{mock_url}"
+api_key = "sk-ant-bench"
+
+[models.bench-model]
+provider = "anthropic"
+"""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -35,6 +48,7 @@ class Target:
     kind: str  # "ceiling" or "gateway"
     env: Mapping[str, str] = field(default_factory=dict)
     key: str | None = None  # sent as "Authorization: Bearer <key>"
+    config: str | None = None  # a config file for the gateway; "{mock_url}" is filled in
 
     def command(self, port: int, mock_url: str) -> list[str]:
         if self.kind == "ceiling":
@@ -47,6 +61,10 @@ class Target:
     def environ(self, port: int, mock_url: str, **extra: str) -> dict[str, str]:
         if self.kind == "ceiling":
             return common_env(**self.env, **extra)
+        if self.config is not None:
+            path = Path(tempfile.gettempdir()) / f"bench-{self.name}-{port}.toml"
+            path.write_text(self.config.replace("{mock_url}", mock_url))
+            extra = {"GATEWAY_CONFIG": str(path), **extra}
         return common_env(
             OPENAI_BASE_URL=f"{mock_url}/v1",
             OPENAI_API_KEY="sk-bench",
@@ -69,6 +87,7 @@ TARGETS: dict[str, Target] = {
             {"GATEWAY_API_KEYS": "bench-key", "GATEWAY_HOOKS": GATEWAY_HOOKS},
             key="bench-key",
         ),
+        Target("gateway-anthropic", "gateway", config=ANTHROPIC_CONFIG),
         # A variant is one more row (and its name in the scenarios that should run it):
         # Target("gateway-quiet", "gateway", {"GATEWAY_ACCESS_LOG": "off", ...}),
     )
