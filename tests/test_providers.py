@@ -124,7 +124,7 @@ def config(fake: FakeProviders, upstream: Upstream) -> str:
     model("gpt-tools", "azure", "azure-tools")
     model("azure-status:429", "azure")
     model("gpt-echo", "openai", "echo")
-    model("gpt-limited", "openai", "status:429")
+    model("gpt-limited", "openai", "status:429", retries="0")  # its Retry-After is 7 s
     model("gpt-drop", "openai", "sse-drop")
     model("sonnet", "claude", "claude-echo", aliases='["claude-latest"]')
     # Fallbacks across providers, both ways, and a context fallback.
