@@ -473,10 +473,16 @@ def test_a_translated_stream_leaves_as_it_arrives(gw, ups, model):
 # ================================================================ OpenAI clients, Gemini models
 
 
-def test_gemini_chat_with_usage(gw, ups):
+def test_gemini_chat_with_images_and_usage(gw, ups):
     fake, upstream = ups
+    image = [
+        {"type": "text", "text": "hi there"},
+        {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    ]
     completion = sdk(gw).chat.completions.create(
-        model="gemini-echo", messages=[{"role": "system", "content": "Be terse."}, *HI]
+        model="gemini-echo",
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": image}],
     )
     assert completion.choices[0].message.content == "echo: hi there"
     assert completion.usage.prompt_tokens == 12
@@ -486,6 +492,10 @@ def test_gemini_chat_with_usage(gw, ups):
     assert sent.path == "/v1beta/models/gemini-echo:generateContent"
     assert sent.headers["x-goog-api-key"] == GEMINI_KEY
     assert sent.json["systemInstruction"] == {"parts": [{"text": "Be terse."}]}
+    assert sent.json["contents"][0]["parts"][1:] == [
+        {"inlineData": {"mimeType": "image/webp", "data": "UklGRg"}},
+        {"fileData": {"fileUri": "https://example.com/cat.png", "mimeType": "image/png"}},
+    ]
     assert_no_secret_crossed(fake, upstream)
 
 
