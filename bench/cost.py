@@ -99,6 +99,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("chat-hooks", False, ("gateway-hooks",)),
         Scenario("stream-hooks", True, ("gateway-hooks",)),
+        # The same stream from an Anthropic upstream, translated event by event: beside
+        # "stream" on the gateway, it shows what translation costs over the passthrough.
+        Scenario("anthropic-stream", True, ("gateway-anthropic",)),
     )
 }
 

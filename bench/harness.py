@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,18 @@ GATEWAY_HOOKS = "bench.hooks:TagRequest,bench.hooks:CountEvents"
 KEYS_CONFIG = str(Path(__file__).resolve().parent / "keys.toml")
 DONE = b"data: [DONE]\n\n"
 
+# The model the benchmarks ask for, served by an Anthropic provider on the mock (which
+# answers /v1/messages in Anthropic's events): every answer is translated.
+ANTHROPIC_CONFIG = """
+[providers.anthropic]
+type = "anthropic"
+base_url = "{mock_url}"
+api_key = "sk-ant-bench"
+
+[models.bench-model]
+provider = "anthropic"
+"""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -38,6 +51,7 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)
     key: str | None = None  # sent as "Authorization: Bearer <key>"
     redis: bool = False  # needs a redis-server: GATEWAY_REDIS_URL is added
+    config: str | None = None  # a config file for the gateway; "{mock_url}" is filled in
 
     def command(self, port: int, mock_url: str) -> list[str]:
         if self.kind == "ceiling":
@@ -50,6 +64,10 @@ class Target:
     def environ(self, port: int, mock_url: str, **extra: str) -> dict[str, str]:
         if self.kind == "ceiling":
             return common_env(**self.env, **extra)
+        if self.config is not None:
+            path = Path(tempfile.gettempdir()) / f"bench-{self.name}-{port}.toml"
+            path.write_text(self.config.replace("{mock_url}", mock_url))
+            extra = {"GATEWAY_CONFIG": str(path), **extra}
         return common_env(
             OPENAI_BASE_URL=f"{mock_url}/v1",
             OPENAI_API_KEY="sk-bench",
@@ -79,6 +97,7 @@ TARGETS: dict[str, Target] = {
         Target(
             "gateway-redis", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key", redis=True
         ),
+        Target("gateway-anthropic", "gateway", config=ANTHROPIC_CONFIG),
     )
 }
 

@@ -11,6 +11,12 @@ As OpenAI does, a stream whose request has ``"stream_options": {"include_usage":
 gets one more event before ``[DONE]``: ``"choices": []`` and the stream's ``usage``.
 Both variants are prepared at start-up; a bytes search tells which one a request wants.
 
+``POST /v1/messages`` answers as Anthropic's Messages API does: the same answer as a
+Message, or (streamed) as Anthropic's events — ``message_start``, a text block with the
+same 18 text deltas, ``message_delta`` with the usage, ``message_stop`` — each event one
+HTTP chunk, as the OpenAI stream's are. A gateway that translates pays for its
+translation against the same content.
+
 With ``BENCH_MOCK_TIMES=<file>`` set, the mock notes the ``CLOCK_MONOTONIC`` time (ns)
 at which each request had arrived whole, and writes the list to that file as JSON when
 it stops (``bench/timeline.py`` lines these up with the gateway's and the client's).
@@ -81,6 +87,58 @@ def _usage_event(completion_tokens: int) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def _anthropic_event(kind: str, payload: dict) -> bytes:
+    data = json.dumps({"type": kind, **payload}, separators=(",", ":")).encode()
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
+
+
+ANTHROPIC_USAGE = {"input_tokens": USAGE["prompt_tokens"], "output_tokens": 1}
+ANTHROPIC_MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench-model",
+        "content": [{"type": "text", "text": "Hello! " * 40}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {**ANTHROPIC_USAGE, "output_tokens": USAGE["completion_tokens"]},
+    }
+).encode()
+
+
+def prepared_anthropic_stream(events: int) -> list[bytes]:
+    """The answer of ``prepared_stream(events)`` (``events - 2`` text pieces) in Anthropic's
+    events, each as one HTTP chunk."""
+    start = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench-model",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": ANTHROPIC_USAGE,
+    }
+    body = [
+        _anthropic_event("message_start", {"message": start}),
+        _anthropic_event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        ),
+        b'event: ping\ndata: {"type": "ping"}\n\n',
+    ]
+    for i in range(events - 2):
+        delta = {"type": "text_delta", "text": f"token{i} "}
+        body.append(_anthropic_event("content_block_delta", {"index": 0, "delta": delta}))
+    body.append(_anthropic_event("content_block_stop", {"index": 0}))
+    stop = {"stop_reason": "end_turn", "stop_sequence": None}
+    body.append(
+        _anthropic_event("message_delta", {"delta": stop, "usage": {"output_tokens": events - 2}})
+    )
+    body.append(_anthropic_event("message_stop", {}))
+    return [_chunked(e) for e in body] + [b"0\r\n\r\n"]
+
+
 def _chunked(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -103,6 +161,10 @@ JSON_HEAD = (
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
+)
+ANTHROPIC_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    % len(ANTHROPIC_MESSAGE)
 )
 MODELS = b'{"object":"list","data":[{"id":"bench-model","object":"model","owned_by":"bench"}]}'
 MODELS_RESPONSE = (
@@ -140,9 +202,12 @@ def wants_usage(body: bytes) -> bool:
 
 
 class MockProtocol(asyncio.Protocol):
-    def __init__(self, stream: list[bytes], usage_stream: list[bytes]) -> None:
+    def __init__(
+        self, stream: list[bytes], usage_stream: list[bytes], anthropic_stream: list[bytes]
+    ) -> None:
         self.stream = stream
         self.usage_stream = usage_stream
+        self.anthropic_stream = anthropic_stream
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timers: list[asyncio.TimerHandle] = []
@@ -181,6 +246,11 @@ class MockProtocol(asyncio.Protocol):
         assert transport is not None
         if head.startswith(b"get /v1/models"):
             transport.write(MODELS_RESPONSE)
+        elif head.startswith(b"post /v1/messages"):
+            if b'"stream":true' in body or b'"stream": true' in body:
+                transport.writelines([SSE_HEAD, *self.anthropic_stream])
+            else:
+                transport.writelines([ANTHROPIC_HEAD, ANTHROPIC_MESSAGE])
         elif b'"stream":true' in body or b'"stream": true' in body:
             stream = self.usage_stream if wants_usage(body) else self.stream
             delay = delay_of(body)
@@ -203,8 +273,9 @@ class MockProtocol(asyncio.Protocol):
 async def serve(port: int, events: int) -> None:
     loop = asyncio.get_running_loop()
     stream, usage_stream = prepared_stream(events), prepared_stream(events, usage=True)
+    anthropic_stream = prepared_anthropic_stream(events)
     server = await loop.create_server(
-        lambda: MockProtocol(stream, usage_stream),
+        lambda: MockProtocol(stream, usage_stream, anthropic_stream),
         "127.0.0.1",
         port,
         backlog=4096,

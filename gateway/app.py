@@ -37,6 +37,7 @@ from .errors import (
 from .forwarding import Forwarder
 from .hooks import Hooks
 from .http import Request, Response, StreamingResponse, error_response, json_response
+from .messages import Messages, anthropic_error_response
 from .outcome import (
     ANSWERED,
     CLIENT_CLOSED,
@@ -63,6 +64,7 @@ _perf_counter = time.perf_counter
 AnyResponse = Response | StreamingResponse
 Handler = Callable[[RequestContext, Request, bytes], Awaitable[AnyResponse]]
 ProbeHandler = Callable[[Request], Awaitable[Response]]
+ErrorRenderer = Callable[[GatewayError], Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +146,19 @@ class Gateway:
             max_header_bytes=self.limits.max_header_bytes,
         )
         pipeline = self.pipeline
+        messages = Messages(pipeline, self.registry)  # Anthropic's API in front
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): partial(pipeline.model_endpoint, CHAT),
             ("POST", "/v1/completions"): partial(pipeline.model_endpoint, COMPLETIONS),
             ("POST", "/v1/embeddings"): partial(pipeline.model_endpoint, EMBEDDINGS),
             ("GET", "/v1/models"): pipeline.list_models,
+            ("POST", "/v1/messages"): messages.create,
+            ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+        }
+        # Paths whose errors are not in OpenAI's shape (the gateway's own included).
+        self._error_renderers: dict[str, ErrorRenderer] = {
+            "/v1/messages": anthropic_error_response,
+            "/v1/messages/count_tokens": anthropic_error_response,
         }
         # Probes answer without a key: load balancers, orchestrators and scrapers send none.
         self._probes: dict[tuple[str, str], ProbeHandler] = {
@@ -237,16 +247,18 @@ class Gateway:
         try:
             response = await self._dispatch(ctx, request)
         except GatewayError as error:
-            response = await self._fail(ctx, error)
+            response = await self._fail(ctx, error, request.path)
         except asyncio.CancelledError as cancelled:
             if cancelled.args[:1] != (SHUTDOWN,):
                 self._complete(ctx, CLIENT_CLOSED, CLIENT_LEFT)
                 raise
             task.uncancel()  # type: ignore[union-attr]
-            response = await self._fail(ctx, ShuttingDownError("The gateway is shutting down."))
+            stopping = ShuttingDownError("The gateway is shutting down.")
+            response = await self._fail(ctx, stopping, request.path)
         except Exception:
             logger.exception("request %s failed inside the gateway", ctx.request_id)
-            response = await self._fail(ctx, InternalError("The gateway failed on this request."))
+            failed = InternalError("The gateway failed on this request.")
+            response = await self._fail(ctx, failed, request.path)
         finally:
             tasks.discard(task)  # type: ignore[arg-type]
         response.headers.append(("x-request-id", ctx.request_id))
@@ -262,7 +274,7 @@ class Gateway:
             request.headers.get("x-request-id"), "", request.method, request.path, request.client
         )
         outcome = ctx.outcome
-        response = await self._fail(ctx, error)
+        response = await self._fail(ctx, error, request.path)
         response.headers.append(("x-request-id", ctx.request_id))
         outcome.bytes_out = len(response.body)
         self._complete(ctx, response.status, outcome.outcome)
@@ -385,7 +397,7 @@ class Gateway:
         status = ctx.outcome.status or 200
         self._complete(ctx, status, how)
 
-    async def _fail(self, ctx: RequestContext, error: GatewayError) -> Response:
+    async def _fail(self, ctx: RequestContext, error: GatewayError, path: str) -> Response:
         outcome = ctx.outcome
         outcome.error_type, outcome.error_code = error.type, error.code
         outcome.outcome = (
@@ -396,7 +408,9 @@ class Gateway:
             else FAILED
         )
         replacement = await self._notify_error(ctx, error)
-        return replacement.copy() if replacement is not None else error_response(error)
+        if replacement is not None:
+            return replacement.copy()
+        return self._error_renderers.get(path, error_response)(error)
 
     async def _notify_error(self, ctx: RequestContext, error: GatewayError) -> Response | None:
         if not self.hooks.on_error:

@@ -258,7 +258,8 @@ class Pipeline:
             idle=answer.route.timeouts.idle,  # type: ignore[union-attr]  # the answering model's
             running=self.streams,
             strip_usage=strip_usage and is_sse,
-            read_usage=is_sse,
+            # A provider that translates its stream sets the usage itself ("own").
+            read_usage=is_sse and deployment.provider.stream_usage == "ask",
             capture=ctx.admission.capture if ctx.admission is not None else None,
             iterator=iterator,
         )

@@ -243,10 +243,11 @@ class Relay:
         outcome = ctx.outcome
         outcome.bytes_out = self._sent
         stripper = self._stripper
-        if stripper is not None and stripper.usage is not None:
-            outcome.usage = stripper.usage
-        elif self.read_usage and self._last and outcome.usage is None:
-            outcome.usage = usage_of_stream_tail(self._previous + self._last)
+        if outcome.usage is None:  # a translating provider states it itself, fuller
+            if stripper is not None and stripper.usage is not None:
+                outcome.usage = stripper.usage
+            elif self.read_usage and self._last:
+                outcome.usage = usage_of_stream_tail(self._previous + self._last)
         if self._how is not STREAMED:
             self._close_upstream()  # unfinished: drop the connection, the upstream stops
         failure, self._failure = self._failure, None

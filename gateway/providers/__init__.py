@@ -85,7 +85,11 @@ class UpstreamResponse(Protocol):
         ...
 
     def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Every chunk of the body as it arrives, the one read ahead included."""
+        """Every chunk of the body as it arrives, the one read ahead included.
+
+        A response may also have ``async next_chunk() -> bytes`` (``b""`` at the end,
+        when the connection is let go): the relay then reads with it, without a
+        generator in between; ``next_chunk = None`` asks for ``iter_chunks()``."""
         ...
 
     def close(self) -> None:
@@ -163,7 +167,7 @@ def provider_type(type_name: str) -> Callable[[P], P]:
 
 def provider_types() -> dict[str, type[Provider]]:
     """Every registered provider type, by name."""
-    from . import mock, openai  # noqa: F401 - the built-in types register themselves
+    from . import anthropic, azure, gemini, mock, openai  # noqa: F401 - they register themselves
 
     return dict(_TYPES)
 

@@ -1,0 +1,176 @@
+"""Anthropic's API in front: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
+
+An Anthropic client (the official SDKs, and tools built on them) points its base URL at
+the gateway and presents its gateway key as ``x-api-key`` or a bearer token. The model
+it names is resolved through the same registry as any request, and the request runs the
+same pipeline: hooks, retries, fallbacks, limits, usage, logs.
+
+- When every deployment the request may reach (the model's, its fallbacks') is on an
+  Anthropic provider, the request goes to Anthropic as the client sent it (the model
+  name rewritten, if the registry says so) and the answer comes back untouched.
+- Otherwise the request is translated into an OpenAI chat request, runs the chat
+  pipeline (so a Claude model may fall back to a GPT model, or the reverse), and the
+  answer — whole, or streamed event by event — is translated back.
+
+Errors on these paths are in Anthropic's shape (``{"type": "error", "error": {"type",
+"message"}}``), the gateway's own included; an Anthropic upstream's own error goes back
+as it sent it. ``count_tokens`` is served where an Anthropic upstream can answer it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .endpoints import CHAT, Endpoint
+from .errors import GatewayError, NotFoundError, UpstreamStatusError
+from .headers import forwardable_headers
+from .http import Request, Response, StreamingResponse
+from .pipeline import json_body
+from .providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
+from .sse import aclose
+from .translate.anthropic import (
+    AnthropicStatusError,
+    ChatStream,
+    anthropic_error,
+    chat_to_message,
+    messages_to_chat,
+    openai_error_to_anthropic,
+)
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+    from .pipeline import AnyResponse, Pipeline
+    from .registry import ModelRegistry, Route
+
+
+class MessagesFields(msgspec.Struct):
+    """What routing reads of a Messages request (and what Anthropic requires)."""
+
+    model: str
+    messages: list[msgspec.Raw]
+    max_tokens: int
+    stream: bool | None = None
+
+
+class CountTokensFields(msgspec.Struct):
+    model: str
+    messages: list[msgspec.Raw]
+
+
+MESSAGES_ENDPOINT = Endpoint(MESSAGES, MessagesFields)
+COUNT_TOKENS_ENDPOINT = Endpoint(COUNT_TOKENS, CountTokensFields)
+
+# The translated chat request asks for the stream's usage itself (for message_delta).
+_USAGE_ASKED = msgspec.Raw(b'{"include_usage":true}')
+_JSON = ("content-type", "application/json")
+
+
+class Messages:
+    """The handlers of the two routes."""
+
+    def __init__(self, pipeline: Pipeline, registry: ModelRegistry) -> None:
+        self.pipeline = pipeline
+        self.registry = registry
+        self._native: dict[int, bool] = {}  # id(route) -> every deployment is Anthropic
+
+    def native(self, route: Route) -> bool:
+        """Whether every deployment the request may reach speaks Anthropic's API."""
+        known = self._native.get(id(route))
+        if known is None:
+            names = (*route.fallbacks, *route.context_fallbacks)
+            routes = [route, *(self.registry.resolve(name) for name in names)]
+            known = all(
+                isinstance(d.provider, AnthropicProvider) for r in routes for d in r.deployments
+            )
+            self._native[id(route)] = known
+        return known
+
+    async def create(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+        ctx.outcome.endpoint = MESSAGES
+        fields = MESSAGES_ENDPOINT.parse(json_body(body))
+        model = fields.model
+        pipeline = self.pipeline
+        limit = pipeline.max_header_bytes
+        if self.native(self.registry.resolve(model)):
+            forwarded = forwardable_headers(request.headers, limit)
+            response = await pipeline.forward(
+                ctx, request, forwarded, MESSAGES_ENDPOINT, body, model, fields.stream
+            )
+            if isinstance(response, StreamingResponse):
+                chunks = _anthropic_last_words(response.chunks)
+                return StreamingResponse(response.status, response.headers, chunks)
+            return response
+        chat = messages_to_chat(body)
+        headers = {k: v for k, v in request.headers.items() if not k.startswith("anthropic-")}
+        chat_request = Request("POST", "/v1/chat/completions", "", headers, chat, request.client)
+        forwarded = forwardable_headers(chat_request.headers, limit)
+        response = await pipeline.forward(
+            ctx, chat_request, forwarded, CHAT, chat, model, fields.stream, _USAGE_ASKED
+        )
+        if isinstance(response, StreamingResponse):
+            chunks = _translated(response.chunks, ChatStream(model))
+            return StreamingResponse(response.status, response.headers, chunks)
+        if response.status >= 300:
+            return response
+        headers_out = [h for h in response.headers if h[0] != "content-type"]
+        headers_out.append(_JSON)
+        return Response(response.status, headers_out, chat_to_message(response.body, model))
+
+    async def count_tokens(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+        ctx.outcome.endpoint = COUNT_TOKENS
+        fields = COUNT_TOKENS_ENDPOINT.parse(json_body(body))
+        if not self.native(self.registry.resolve(fields.model)):
+            raise NotFoundError(
+                f"Counting tokens is served for models on an Anthropic provider; "
+                f"{fields.model!r} is not one.",
+                code="unsupported_endpoint",
+            )
+        forwarded = forwardable_headers(request.headers, self.pipeline.max_header_bytes)
+        return await self.pipeline.forward(
+            ctx, request, forwarded, COUNT_TOKENS_ENDPOINT, body, fields.model, False
+        )
+
+
+async def _translated(chunks: AsyncIterator[bytes], stream: ChatStream) -> AsyncIterator[bytes]:
+    """The chat pipeline's stream (OpenAI's events) as Anthropic's, read by read."""
+    try:
+        async for chunk in chunks:
+            out = stream.feed(chunk)
+            if out:
+                yield out
+        out = stream.finish()
+        if out:
+            yield out
+    finally:
+        await aclose(chunks)
+
+
+_LAST_WORDS = b'data: {"error"'
+
+
+async def _anthropic_last_words(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An Anthropic stream passed through; a stream that breaks ends with the gateway's
+    last words in OpenAI's shape (a ``data:`` line of its own): said as Anthropic's
+    ``error`` event instead, which the Anthropic SDKs raise."""
+    try:
+        async for chunk in chunks:
+            yield ChatStream("").feed(chunk) if chunk.startswith(_LAST_WORDS) else chunk
+    finally:
+        await aclose(chunks)
+
+
+def anthropic_error_response(error: GatewayError) -> Response:
+    """The response for an error on the Anthropic routes, in Anthropic's shape."""
+    headers = [h for h in error.headers if h[0] != "content-type"]
+    headers.append(_JSON)
+    if isinstance(error, AnthropicStatusError) and error.upstream_body is not None:
+        # An Anthropic upstream's own answer: its status (529, not the 503 it counted as).
+        return Response(error.upstream_status or error.status, headers, error.upstream_body)
+    if isinstance(error, UpstreamStatusError):
+        body = openai_error_to_anthropic(error.status, error.body())
+    else:
+        body = anthropic_error(error.status, error.message)
+    return Response(error.status, headers, body)

@@ -1,0 +1,168 @@
+"""Google's Gemini models as a provider: the Gemini API (AI Studio) or Vertex AI.
+
+Chat completions go to ``generateContent`` (``streamGenerateContent?alt=sse`` for a
+stream), embeddings to ``embedContent`` / ``batchEmbedContents`` (Gemini API only),
+translated both ways by ``gateway.translate.gemini``. The Gemini API takes the key in
+``x-goog-api-key``; Vertex AI (``project`` set) takes an OAuth2 access token as a bearer
+token, and names the model under the project and location.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from ..errors import InvalidRequestError, NotFoundError, UpstreamStatusError
+from ..headers import HeaderList
+from ..outcome import Usage
+from ..translate.gemini import (
+    GeminiStream,
+    chat_to_gemini,
+    embeddings_to_gemini,
+    embeddings_to_openai,
+    error_to_openai,
+    response_to_chat,
+)
+from ..translate.openai import usage_of_completion
+from . import Provider, UpstreamRequest, UpstreamResponse, provider_type, secret
+from .translated import Timeouts, TranslatedResponse, post
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+
+class GeminiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[providers.<name>]`` with ``type = "gemini"``. With ``project`` set it is Vertex AI."""
+
+    base_url: str | None = None  # default: the Gemini API's, or the location's Vertex host
+    api_version: str | None = None  # default: v1beta (Gemini API), v1 (Vertex AI)
+    api_key: str | None = None  # the Gemini API's key (x-goog-api-key)
+    api_key_env: str | None = None
+    project: str | None = None  # Vertex AI: the Google Cloud project...
+    location: str = "us-central1"  # ...and location ("global" for the global endpoint)
+    access_token: str | None = None  # Vertex AI: an OAuth2 access token (bearer)
+    access_token_env: str | None = None
+    headers: dict[str, str] = {}
+
+
+@provider_type("gemini")
+class GeminiProvider(Provider):
+    """Gemini models through ``generateContent``, on the Gemini API or Vertex AI."""
+
+    Settings = GeminiSettings
+    stream_usage = "own"
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: GeminiSettings, environ: Mapping[str, str]
+    ) -> GeminiProvider:
+        return cls(
+            name,
+            base_url=settings.base_url,
+            api_version=settings.api_version,
+            api_key=secret(settings.api_key, settings.api_key_env, environ),
+            project=settings.project,
+            location=settings.location,
+            access_token=secret(settings.access_token, settings.access_token_env, environ),
+            headers=settings.headers,
+        )
+
+    def __init__(
+        self,
+        name: str = "gemini",
+        *,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        api_key: str | None = None,
+        project: str | None = None,
+        location: str = "us-central1",
+        access_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.vertex = project is not None
+        if self.vertex:
+            host = "aiplatform.googleapis.com"
+            default = f"https://{host}" if location == "global" else f"https://{location}-{host}"
+            base = (base_url or default).rstrip("/")
+            where = f"projects/{quote(project or '', safe='')}/locations/{quote(location, safe='')}"
+            self._prefix = f"{base}/{api_version or 'v1'}/{where}/publishers/google/models/"
+        else:
+            base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+            self._prefix = f"{base}/{api_version or 'v1beta'}/models/"
+        self.base_url = base
+        parsed = URL(base)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"provider {name!r}: base_url must be an http(s) URL, got {base!r}")
+        self._headers: HeaderList = [
+            ("content-type", "application/json"),
+            ("accept-encoding", "identity"),
+            *((k.lower(), v) for k, v in (headers or {}).items()),
+        ]
+        if self.vertex and access_token:
+            self._headers.append(("authorization", f"Bearer {access_token}"))
+        elif api_key:
+            self._headers.append(("x-goog-api-key", api_key))
+        self._timeouts = Timeouts()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def stop(self) -> None:
+        self._session = None
+
+    def describe(self) -> str:
+        return f"{self.name} -> {self.base_url} ({'vertex ai' if self.vertex else 'gemini'})"
+
+    def _url(self, model: str, method: str) -> URL:
+        # The model names a path segment: quoted, so that it cannot name another path.
+        model = model.removeprefix("models/")
+        return URL(f"{self._prefix}{quote(model, safe='')}:{method}", encoded=True)
+
+    async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
+        endpoint = request.endpoint
+        timeout = self._timeouts(request.connect_timeout)
+        if endpoint == "chat.completions":
+            body, facts = chat_to_gemini(request.body)
+            method = "streamGenerateContent?alt=sse" if facts.stream else "generateContent"
+            url = self._url(facts.model, method)
+            response = await post(self._session, self.name, url, body, self._headers, timeout)
+            translator = GeminiStream(facts) if facts.stream else None
+            whole = functools.partial(response_to_chat, facts=facts)
+            return TranslatedResponse(response, ctx, whole, translator)
+        if endpoint == "embeddings":
+            if self.vertex:
+                raise InvalidRequestError(
+                    f"The model's provider ({self.name}, Vertex AI) does not serve embeddings "
+                    "through this gateway; use the Gemini API.",
+                    code="unsupported_endpoint",
+                )
+            body, embedding = embeddings_to_gemini(request.body)
+            method = "batchEmbedContents" if embedding.batch else "embedContent"
+            url = self._url(embedding.model, method)
+            response = await post(self._session, self.name, url, body, self._headers, timeout)
+            whole = functools.partial(embeddings_to_openai, facts=embedding)
+            return TranslatedResponse(response, ctx, whole, None)
+        raise NotFoundError(
+            f"The model's provider ({self.name}, Gemini) serves chat completions and "
+            f"embeddings, not {request.method} /v1{request.path}.",
+            code="unsupported_endpoint",
+        )
+
+    def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
+        failure = error_to_openai(status, content)
+        failure.headers = [h for h in headers if h[0] != "content-type"]
+        failure.headers.append(("content-type", "application/json"))
+        return failure
+
+    def usage(self, content: bytes) -> Usage | None:
+        return usage_of_completion(content)

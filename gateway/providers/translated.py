@@ -1,0 +1,220 @@
+"""An upstream's answer, translated into OpenAI's shape as it arrives.
+
+Translating providers (Anthropic, Gemini) send their own request and get their own
+API's answer; ``TranslatedResponse`` hands the gateway an ``UpstreamResponse`` whose
+body is already OpenAI's: a whole answer translated once read, a stream translated read
+by read (``Translator.feed``: bytes in, the OpenAI events they complete out — never the
+whole stream held). Error answers are left as sent: the provider's ``error()`` reads
+them. The stream's usage goes to the request's outcome as soon as the translator knows
+it (these providers' ``stream_usage`` is ``"own"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+from yarl import URL
+
+from ..errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+)
+from ..headers import UPSTREAM_REQUEST_ID, HeaderList, passable_headers
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+    from ..outcome import Usage
+
+
+class Translator(Protocol):
+    """Turns one upstream stream into OpenAI's chunk events, incrementally."""
+
+    usage: Usage | None  # the stream's usage, once known
+    failure: UpstreamStatusError | None  # set when the upstream sent an error event
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes:
+        """At the end of the upstream's bytes: what is left to send."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """Whether the upstream's stream ended whole (else it was cut short)."""
+        ...
+
+
+class TranslatedResponse:
+    """An aiohttp response whose body (or stream) is translated into OpenAI's shape."""
+
+    __slots__ = (
+        "_ctx",
+        "_ended",
+        "_first",
+        "_response",
+        "_translator",
+        "_whole",
+        "content_type",
+        "headers",
+        "request_id",
+        "status",
+        "streamed",
+    )
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        ctx: RequestContext,
+        whole: Callable[[bytes], bytes],
+        translator: Translator | None,
+        request_id_header: str = "x-request-id",
+    ) -> None:
+        self._response = response
+        self._ctx = ctx
+        self._whole = whole
+        self._translator = translator
+        self._first: bytes | None = None
+        self._ended = False  # the upstream's stream was read to its end by first_chunk
+        self.status = status = response.status
+        upstream_type = response.headers.get("Content-Type", "")
+        self.streamed = (
+            translator is not None
+            and status < 400
+            and upstream_type.startswith("text/event-stream")
+        )
+        self.request_id = response.headers.get(request_id_header)
+        headers = passable_headers(response.headers.items())
+        if status < 300:
+            self.content_type = "text/event-stream" if self.streamed else "application/json"
+            headers = [(k, v) for k, v in headers if k != "content-type"]
+            headers.append(("content-type", self.content_type))
+        else:
+            self.content_type = upstream_type  # an error: the provider's error() reads it
+        if request_id_header != "x-request-id":
+            headers = [
+                (UPSTREAM_REQUEST_ID if k == request_id_header else k, v) for k, v in headers
+            ]
+        self.headers: HeaderList = headers
+
+    async def read(self) -> bytes:
+        try:
+            content = await self._response.read()
+        except (aiohttp.ClientError, ValueError) as exc:
+            self._response.close()
+            raise UpstreamProtocolError(f"upstream response broke off: {exc}") from exc
+        finally:
+            self._response.release()
+        if self.status >= 300:
+            return content
+        try:
+            return self._whole(content)
+        except UpstreamError:
+            raise
+        except Exception as exc:  # a body that is not what the API promises
+            raise UpstreamProtocolError(f"the upstream's answer could not be read: {exc}") from exc
+
+    async def first_chunk(self) -> bytes:
+        """Read until the first translated bytes (or the end); an error event before
+        them fails the attempt, so that it is retried like an error status."""
+        translator = self._translator
+        assert translator is not None
+        content = self._response.content
+        while True:
+            try:
+                data = await content.readany()
+            except (aiohttp.ClientError, ValueError) as exc:
+                self._response.close()
+                raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+            self._ended = not data
+            out = translator.feed(data) if data else translator.finish()
+            if translator.failure is not None:
+                self._response.close()
+                raise translator.failure
+            if self._ended and not translator.complete:
+                self._response.close()
+                raise UpstreamProtocolError("the upstream's stream ended before it was complete")
+            if out or self._ended:
+                self._first = out
+                return out
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        translator = self._translator
+        assert translator is not None
+        response = self._response
+        outcome = self._ctx.outcome
+        try:
+            if translator.usage is not None:
+                outcome.usage = translator.usage
+            if self._first:
+                yield self._first
+            if self._ended:
+                return
+            async for data in response.content.iter_any():
+                out = translator.feed(data)
+                if translator.usage is not None:
+                    outcome.usage = translator.usage
+                if out:
+                    yield out
+                if translator.failure is not None:
+                    raise translator.failure  # after what came before it
+            out = translator.finish()
+            if translator.usage is not None:
+                outcome.usage = translator.usage
+            if out:
+                yield out
+            if translator.failure is not None:
+                raise translator.failure
+            if not translator.complete:
+                raise UpstreamProtocolError("the upstream's stream ended before it was complete")
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+        finally:
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+async def post(
+    session: aiohttp.ClientSession | None,
+    provider: str,
+    url: URL,
+    body: bytes,
+    headers: HeaderList,
+    client_timeout: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """POST ``body`` on the worker's pooled session; connection failures as the gateway's."""
+    if session is None:
+        raise RuntimeError(f"provider {provider!r} used before the gateway started")
+    try:
+        return await session.post(
+            url, data=body, headers=headers, allow_redirects=False, timeout=client_timeout
+        )
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailableError(
+            f"upstream '{provider}' is unreachable: {exc.os_error.strerror or exc}"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamProtocolError(f"upstream '{provider}' failed: {exc}") from exc
+
+
+class Timeouts:
+    """One ``aiohttp.ClientTimeout`` per connect timeout, made once."""
+
+    __slots__ = ("_made",)
+
+    def __init__(self) -> None:
+        self._made: dict[float | None, aiohttp.ClientTimeout] = {}
+
+    def __call__(self, connect: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._made.get(connect)
+        if timeout is None:
+            timeout = self._made[connect] = aiohttp.ClientTimeout(total=None, sock_connect=connect)
+        return timeout
