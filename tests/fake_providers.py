@@ -355,6 +355,12 @@ class FakeProviders:
             await asyncio.sleep(1.5)
             for event in events[4:]:
                 await response.write(event)
+        elif kind == "claude-stream-error":
+            # The error comes after the text has gone out (a read of its own): midway.
+            for event in events[:-1]:
+                await response.write(event)
+            await asyncio.sleep(0.2)
+            await response.write(events[-1])
         else:
             for event in events:
                 await response.write(event)

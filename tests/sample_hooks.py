@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from gateway import (
+    MockProvider,
     PermissionDeniedError,
     RateLimitError,
     RequestContext,
     SSEEvent,
     UpstreamRequest,
 )
+from gateway.providers import provider_type
 
 HOOK_KEY = "hook-only-key"
 
@@ -52,3 +56,36 @@ class Refuser:
             raise RateLimitError("slow down", retry_after=3)
         if ctx.model == "crash":
             raise RuntimeError("a bug in a hook")
+
+
+class UpperSettings(msgspec.Struct, forbid_unknown_fields=True):
+    upper: bool = True
+
+
+@provider_type("echo-upper")
+class UpperEchoProvider(MockProvider):
+    """A provider type of the user's own, registered from a hook module: the config file
+    may name it as soon as the module is loaded (GATEWAY_HOOKS loads it first)."""
+
+    Settings = UpperSettings
+
+    @classmethod
+    def from_settings(cls, name, settings, environ):
+        return cls(name, upper=settings.upper)
+
+    def __init__(self, name: str = "echo-upper", *, upper: bool = True) -> None:
+        super().__init__(name)
+        self.upper = upper
+
+    async def send(self, ctx, request):
+        response = await super().send(ctx, request)
+        if self.upper and not response.streamed:
+            response._body = response._body.replace(b"mock response", b"MOCK RESPONSE")
+        return response
+
+
+class Marker:
+    """A hook, so that the module can be listed in GATEWAY_HOOKS."""
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        pass

@@ -156,3 +156,48 @@ def test_unknown_model_on_other_paths_is_a_404(config_gateway, upstream):
     )
     assert response.status == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_provider_type_of_ones_own_from_a_hook_module(tmp_path):
+    from gateway.config import Settings, build_gateway
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'hooks = ["tests.sample_hooks:Marker"]\n'
+        '[providers.shouty]\ntype = "echo-upper"\nupper = true\n'
+        '[models.loud]\nprovider = "shouty"\n'
+    )
+    built = build_gateway(Settings.from_env({"GATEWAY_CONFIG": str(config)}))
+    provider = built.registry.resolve("loud").provider
+    assert type(provider).__name__ == "UpperEchoProvider" and provider.upper is True
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        'hooks = ["tests.sample_hooks:Marker"]\n[providers.shouty]\ntype = "echo-upper"\nloud = 1\n'
+    )
+    import pytest
+
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"providers\.shouty\.loud: unknown setting"):
+        build_gateway(Settings.from_env({"GATEWAY_CONFIG": str(wrong)}))
+
+
+async def test_the_own_provider_type_answers(tmp_path):
+    import json
+
+    from gateway import Request
+    from gateway.config import Settings, build_gateway
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'hooks = ["tests.sample_hooks:Marker"]\n'
+        '[providers.shouty]\ntype = "echo-upper"\n[models.loud]\nprovider = "shouty"\n'
+    )
+    settings = Settings.from_env({"GATEWAY_CONFIG": str(config), "GATEWAY_ACCESS_LOG": "off"})
+    gateway = build_gateway(settings)
+    body = json.dumps({"model": "loud", "messages": [{"role": "user", "content": "x"}]})
+    async with gateway:
+        response = await gateway.handle(
+            Request("POST", "/v1/chat/completions", "", {}, body.encode())
+        )
+    assert b"MOCK RESPONSE" in response.body

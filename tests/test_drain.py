@@ -31,6 +31,8 @@ class InFlight(threading.Thread):
         self.body = json.dumps(body).encode()
         self.status = 0
         self.data = b""
+        self.headers: dict[str, str] = {}
+        self.answered = threading.Event()  # the status and headers are in
         self.sent = threading.Event()
         self.start()
         assert self.sent.wait(5)
@@ -47,12 +49,15 @@ class InFlight(threading.Thread):
             self.sent.set()
             response = connection.getresponse()
             self.status = response.status
+            self.headers = {k.lower(): v for k, v in response.getheaders()}
+            self.answered.set()
             try:
                 self.data = response.read()
             except http.client.IncompleteRead as cut:  # kept, so that a failure shows it
                 self.data = cut.partial + b"<cut>"
         finally:
             self.sent.set()
+            self.answered.set()
             connection.close()
 
 

@@ -160,13 +160,14 @@ def test_robyn_replaces_an_aborted_worker_and_the_others_streams_go_on(
     try:
         before = _workers(gateway.process.pid)
         assert len(before) == 2
-        # Enough open streams that both workers hold some (each worker's request ids
-        # carry a prefix of their own).
-        streams = [
-            InFlight(gateway, {"model": "sse:12:0.25", "stream": True, "messages": []})
-            for _ in range(8)
-        ]
-        time.sleep(0.5)
+        # Open streams until both workers hold some (each worker's request ids carry a
+        # prefix of their own; the kernel hands connections to either).
+        streams: list[InFlight] = []
+        while len({s.headers.get("x-request-id", "")[:16] for s in streams}) < 2:
+            assert len(streams) < 40, "every stream went to one worker"
+            stream = InFlight(gateway, {"model": "sse:16:0.25", "stream": True, "messages": []})
+            assert stream.answered.wait(5)
+            streams.append(stream)
         raw_exchange(gateway.port, HEAD + MALFORMED_CHUNKED["not hex"], timeout=2)
         deadline = time.monotonic() + 10
         while not (before - _workers(gateway.process.pid)):
@@ -177,6 +178,9 @@ def test_robyn_replaces_an_aborted_worker_and_the_others_streams_go_on(
         whole = [s for s in streams if s.data.endswith(b"data: [DONE]\n\n")]
         cut = [s for s in streams if not s.data.endswith(b"data: [DONE]\n\n")]
         assert whole, "every stream was cut: the other worker's streams must go on"
+        # The cut ones were all on the worker that aborted; the other's all went on.
+        prefix = lambda s: s.headers["x-request-id"][:16]  # noqa: E731
+        assert {prefix(s) for s in cut}.isdisjoint({prefix(s) for s in whole})
         # A replacement is serving within seconds, and the gateway never went down.
         deadline = time.monotonic() + 15
         while len(_workers(gateway.process.pid)) < 2:

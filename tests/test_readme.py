@@ -76,6 +76,53 @@ def test_the_sdk_example_runs_as_pasted(mock_gateway, tmp_path):
     assert lines == ["This is a mock response to: Hello!"] * 2
 
 
+def test_the_anthropic_sdk_example_runs_as_pasted(mock_gateway, tmp_path):
+    code = readme_block("import anthropic").replace(README_URL, mock_gateway.url)
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["This is a mock response to: Hello!"] * 2
+
+
+def test_the_key_commands_run_as_pasted(redis_server):
+    redis_server.command("FLUSHALL")
+    block = readme_block("python -m gateway keys create", "sh")
+    for line in block.splitlines():
+        command = line.split("#")[0].strip()
+        if not command:
+            continue
+        result = subprocess.run(
+            command,
+            shell=True,
+            cwd=ROOT,
+            env={
+                **clean_environ(),
+                "GATEWAY_REDIS_URL": redis_server.url,
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+    assert "revoked" in result.stdout
+
+
+async def test_the_own_provider_type_example(tmp_path, monkeypatch):
+    (tmp_path / "myproviders.py").write_text(readme_block("class ShoutingProvider"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'hooks = ["myproviders:Loaded"]\n'
+        '[providers.loud]\ntype = "shouting"\nexclamations = 3\n'
+        '[models.m]\nprovider = "loud"\n'
+    )
+    env = {"GATEWAY_CONFIG": str(config), "GATEWAY_ACCESS_LOG": "off"}
+    gateway = build_gateway(Settings.from_env(env))
+    async with gateway:
+        response = await gateway.handle(chat("m", "unused"))
+    assert b"This is a MOCK!!! response" in response.body
+
+
 def test_the_embedding_example_runs_as_pasted(tmp_path):
     result = run_python(readme_block("async with app"), tmp_path)
     assert result.returncode == 0, result.stderr
@@ -107,6 +154,8 @@ def test_every_toml_block_is_a_config_the_gateway_accepts(tmp_path):
         "AZURE_OPENAI_API_KEY": "azure-test",
         "ANTHROPIC_API_KEY": "anthropic-test",
         "GEMINI_API_KEY": "gemini-test",
+        "VERTEX_ACCESS_TOKEN": "vertex-test",
+        "GATEWAY_ACCESS_LOG": "off",
     }
     configs = blocks("toml")
     assert configs

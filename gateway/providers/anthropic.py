@@ -34,9 +34,10 @@ from ..translate.anthropic import (
     usage_of_stream,
 )
 from ..translate.openai import usage_of_completion
-from . import Provider, UpstreamRequest, UpstreamResponse, provider_type, secret
+from . import UpstreamRequest, UpstreamResponse, provider_type, secret
+from .http import HTTPProvider
 from .openai import HTTPUpstreamResponse
-from .translated import Timeouts, TranslatedResponse, post
+from .translated import TranslatedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -69,7 +70,7 @@ class AnthropicSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 
 @provider_type("anthropic")
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     """Claude models through Anthropic's Messages API (``base_url`` without ``/v1``)."""
 
     Settings = AnthropicSettings
@@ -122,26 +123,17 @@ class AnthropicProvider(Provider):
         ]
         self._messages_url = URL(f"{self.base_url}/v1/messages", encoded=True)
         self._count_url = URL(f"{self.base_url}/v1/messages/count_tokens", encoded=True)
-        self._timeouts = Timeouts()
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
-
-    async def stop(self) -> None:
-        self._session = None
+        super().__init__()
 
     def describe(self) -> str:
         return f"{self.name} -> {self.base_url} (anthropic)"
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
         endpoint = request.endpoint
-        timeout = self._timeouts(request.connect_timeout)
+        connect = request.connect_timeout
         if endpoint == "chat.completions":
             body, facts = chat_to_messages(request.body, self.max_tokens)
-            response = await post(
-                self._session, self.name, self._messages_url, body, self._headers, timeout
-            )
+            response = await self.request("POST", self._messages_url, body, self._headers, connect)
             translator = MessagesStream(facts) if facts.stream else None
             whole = functools.partial(_whole, facts)
             return TranslatedResponse(response, ctx, whole, translator, "request-id")
@@ -150,7 +142,7 @@ class AnthropicProvider(Provider):
             if request.query:  # ?beta=true, from the SDKs' beta namespace
                 url = URL(f"{url}?{request.query}", encoded=True)
             headers = self._passthrough_headers(request.headers)
-            response = await post(self._session, self.name, url, request.body, headers, timeout)
+            response = await self.request("POST", url, request.body, headers, connect)
             return PassthroughResponse(response, ctx)
         raise NotFoundError(
             f"The model's provider ({self.name}, Anthropic) serves chat completions and "

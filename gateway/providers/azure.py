@@ -16,11 +16,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from yarl import URL
 
-from ..errors import UpstreamProtocolError, UpstreamUnavailableError
 from ..payload import JSONBody
 from . import UpstreamRequest, provider_type, secret
 from .openai import HTTPUpstreamResponse, OpenAIProvider
@@ -127,28 +125,11 @@ class AzureOpenAIProvider(OpenAIProvider):
         return fields.to_bytes()
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> HTTPUpstreamResponse:
-        session = self._session
-        if session is None:
-            raise RuntimeError(f"provider {self.name!r} used before the gateway started")
-        connect = request.connect_timeout
-        timeout = self._timeouts.get(connect)
-        if timeout is None:
-            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect
-            )
-        try:
-            response = await session.request(
-                request.method,
-                self._url(ctx, request),
-                data=self._body(ctx, request) or None,
-                headers=request.headers + self._headers,
-                allow_redirects=False,
-                timeout=timeout,
-            )
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailableError(
-                f"upstream '{self.name}' is unreachable: {exc.os_error.strerror or exc}"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamProtocolError(f"upstream '{self.name}' failed: {exc}") from exc
+        response = await self.request(
+            request.method,
+            self._url(ctx, request),
+            self._body(ctx, request),
+            request.headers + self._headers,
+            request.connect_timeout,
+        )
         return HTTPUpstreamResponse(response)

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from yarl import URL
 
@@ -30,8 +29,9 @@ from ..translate.gemini import (
     response_to_chat,
 )
 from ..translate.openai import usage_of_completion
-from . import Provider, UpstreamRequest, UpstreamResponse, provider_type, secret
-from .translated import Timeouts, TranslatedResponse, post
+from . import UpstreamRequest, UpstreamResponse, provider_type, secret
+from .http import HTTPProvider
+from .translated import TranslatedResponse
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -54,7 +54,7 @@ class GeminiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @provider_type("gemini")
-class GeminiProvider(Provider):
+class GeminiProvider(HTTPProvider):
     """Gemini models through ``generateContent``, on the Gemini API or Vertex AI."""
 
     Settings = GeminiSettings
@@ -111,14 +111,7 @@ class GeminiProvider(Provider):
             self._headers.append(("authorization", f"Bearer {access_token}"))
         elif api_key:
             self._headers.append(("x-goog-api-key", api_key))
-        self._timeouts = Timeouts()
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
-
-    async def stop(self) -> None:
-        self._session = None
+        super().__init__()
 
     def describe(self) -> str:
         return f"{self.name} -> {self.base_url} ({'vertex ai' if self.vertex else 'gemini'})"
@@ -130,12 +123,12 @@ class GeminiProvider(Provider):
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
         endpoint = request.endpoint
-        timeout = self._timeouts(request.connect_timeout)
+        connect = request.connect_timeout
         if endpoint == "chat.completions":
             body, facts = chat_to_gemini(request.body)
             method = "streamGenerateContent?alt=sse" if facts.stream else "generateContent"
             url = self._url(facts.model, method)
-            response = await post(self._session, self.name, url, body, self._headers, timeout)
+            response = await self.request("POST", url, body, self._headers, connect)
             translator = GeminiStream(facts) if facts.stream else None
             whole = functools.partial(response_to_chat, facts=facts)
             return TranslatedResponse(response, ctx, whole, translator)
@@ -149,7 +142,7 @@ class GeminiProvider(Provider):
             body, embedding = embeddings_to_gemini(request.body)
             method = "batchEmbedContents" if embedding.batch else "embedContent"
             url = self._url(embedding.model, method)
-            response = await post(self._session, self.name, url, body, self._headers, timeout)
+            response = await self.request("POST", url, body, self._headers, connect)
             whole = functools.partial(embeddings_to_openai, facts=embedding)
             return TranslatedResponse(response, ctx, whole, None)
         raise NotFoundError(

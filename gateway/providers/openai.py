@@ -9,9 +9,10 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from ..errors import UpstreamProtocolError, UpstreamUnavailableError
+from ..errors import UpstreamProtocolError
 from ..headers import HeaderList, passable_headers
-from . import Provider, UpstreamRequest, provider_type, secret
+from . import UpstreamRequest, provider_type, secret
+from .http import HTTPProvider, unavailable
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -113,7 +114,7 @@ class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @provider_type("openai")
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     """Any OpenAI-compatible HTTP API at ``base_url`` (which includes ``/v1``)."""
 
     Settings = OpenAISettings
@@ -145,14 +146,7 @@ class OpenAIProvider(Provider):
         if api_key:
             self._headers.append(("authorization", f"Bearer {api_key}"))
         self._urls = {path: self._build_url(path, "") for path in _COMMON_PATHS}
-        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # one per connect timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
-
-    async def stop(self) -> None:
-        self._session = None
+        super().__init__()
 
     def describe(self) -> str:
         return f"{self.name} -> {self.base_url}"
@@ -171,12 +165,10 @@ class OpenAIProvider(Provider):
         url = None if request.query else self._urls.get(request.path)
         if url is None:
             url = self._build_url(request.path, request.query)
-        connect = request.connect_timeout
-        timeout = self._timeouts.get(connect)
-        if timeout is None:
-            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect
-            )
+        # HTTPProvider.request() inline: this runs for every request.
+        timeout = self._timeouts.get(request.connect_timeout) or self.timeout(
+            request.connect_timeout
+        )
         try:
             response = await session.request(
                 request.method,
@@ -187,9 +179,7 @@ class OpenAIProvider(Provider):
                 timeout=timeout,
             )
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailableError(
-                f"upstream '{self.name}' is unreachable: {exc.os_error.strerror or exc}"
-            ) from exc
+            raise unavailable(self.name, exc) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamProtocolError(f"upstream '{self.name}' failed: {exc}") from exc
         return HTTPUpstreamResponse(response)

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
-from yarl import URL
 
 from ..errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamUnavailableError,
 )
 from ..headers import UPSTREAM_REQUEST_ID, HeaderList, passable_headers
 
@@ -180,41 +178,3 @@ class TranslatedResponse:
 
     def close(self) -> None:
         self._response.close()
-
-
-async def post(
-    session: aiohttp.ClientSession | None,
-    provider: str,
-    url: URL,
-    body: bytes,
-    headers: HeaderList,
-    client_timeout: aiohttp.ClientTimeout,
-) -> aiohttp.ClientResponse:
-    """POST ``body`` on the worker's pooled session; connection failures as the gateway's."""
-    if session is None:
-        raise RuntimeError(f"provider {provider!r} used before the gateway started")
-    try:
-        return await session.post(
-            url, data=body, headers=headers, allow_redirects=False, timeout=client_timeout
-        )
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailableError(
-            f"upstream '{provider}' is unreachable: {exc.os_error.strerror or exc}"
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamProtocolError(f"upstream '{provider}' failed: {exc}") from exc
-
-
-class Timeouts:
-    """One ``aiohttp.ClientTimeout`` per connect timeout, made once."""
-
-    __slots__ = ("_made",)
-
-    def __init__(self) -> None:
-        self._made: dict[float | None, aiohttp.ClientTimeout] = {}
-
-    def __call__(self, connect: float | None) -> aiohttp.ClientTimeout:
-        timeout = self._made.get(connect)
-        if timeout is None:
-            timeout = self._made[connect] = aiohttp.ClientTimeout(total=None, sock_connect=connect)
-        return timeout

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hiredis
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
@@ -82,6 +83,26 @@ return {'', counts}
 """
 
 
+# Settle what one scope took for a request. KEYS: tokens then, requests then, the
+# parallel set, the spend. ARGV: the token adjustment, 1 to give the request back, the
+# request id (empty: no slot), the cost, how long to keep the spend (0: forever).
+SETTLE = """
+local adjust = tonumber(ARGV[1])
+if adjust ~= 0 then
+  redis.call('INCRBY', KEYS[1], adjust)
+  redis.call('EXPIRE', KEYS[1], 150)
+end
+if ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('INCRBYFLOAT', KEYS[4], ARGV[4])
+  local keep = tonumber(ARGV[5])
+  if keep > 0 then redis.call('EXPIRE', KEYS[4], keep) end
+end
+return 1
+"""
+
+
 def _keys(scope: Scope, this_minute: int, budget: Budget | None) -> list[str]:
     base = f"gw:{{{scope.tag}}}"
     spend = f"{base}:s:{budget.period}" if budget is not None else f"{base}:s:none"
@@ -107,7 +128,7 @@ class RedisStore:
         self.timeout = timeout
         self.on_event = on_event  # (kind, arguments) of what other workers published
         self.client: redis.Redis | None = None
-        self._admit_sha: str | None = None
+        self._shas: dict[str, str] = {}  # Lua script -> its SHA in Redis
         self._down_until = 0.0
         self._keys: dict[str, tuple[Key | None, float]] = {}
         self._settlements: list[tuple[Ticket, int | None, float | None, bool]] = []
@@ -150,7 +171,9 @@ class RedisStore:
         if time.monotonic() < self._down_until or self.client is None:
             raise StoreUnavailable("Redis was unreachable a moment ago")
         try:
-            return await asyncio.wait_for(operation(self.client), self.timeout * 2)
+            # (No wait_for: its task and timer would cost more than the call; the
+            # client's socket timeouts bound every read, write and connect.)
+            return await operation(self.client)
         except (TimeoutError, RedisError, OSError) as exc:
             self._down_until = time.monotonic() + BREAKER_SECONDS
             self.failures += 1
@@ -240,29 +263,8 @@ class RedisStore:
                 repr(now + PARALLEL_TTL),
             ]
             calls.append((_keys(scope, this_minute, scope_budget), args))
-        sha = self._admit_sha
-
-        async def run(client: redis.Redis) -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                if sha is None:
-                    pipe.eval(ADMIT, len(keys), *keys, *args)
-                else:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-            if cache_key is not None:
-                pipe.get(f"gw:c:{cache_key}")
-            return await pipe.execute(raise_on_error=False)
-
-        results = await self._call(run)
-        if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted: reload
-            self._admit_sha = await self._call(lambda c: c.script_load(ADMIT))
-            sha = self._admit_sha
-            results = await self._call(run)
-        elif sha is None:
-            self._admit_sha = await self._call(lambda c: c.script_load(ADMIT))
-        for result in results:
-            if isinstance(result, Exception):
-                raise StoreUnavailable(f"Redis failed: {result}")
+        extra = [("get", f"gw:c:{cache_key}")] if cache_key is not None else []
+        results = await self._scripts([(ADMIT, keys, args) for keys, args in calls], extra)
         cached = results[-1] if cache_key is not None else None
         admitted: list[Scope] = []
         refusal = None
@@ -317,21 +319,55 @@ class RedisStore:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        """Settle what is queued — every request that ended meanwhile — in one pipeline."""
+        """Settle what is queued — every request that ended meanwhile — in one round trip."""
         await asyncio.sleep(0)  # let the requests ending in this loop iteration join
         while self._settlements:
             batch, self._settlements = self._settlements, []
-
-            def run(client: redis.Redis, batch: list[Any] = batch) -> Any:
-                pipe = client.pipeline(transaction=False)
-                for ticket, tokens, cost, refund in batch:
-                    _settle(pipe, ticket, tokens, cost, refund)
-                return pipe.execute(raise_on_error=False)
-
+            calls = [
+                call
+                for ticket, tokens, cost, refund in batch
+                for call in _settlement(ticket, tokens, cost, refund)
+            ]
             try:
-                await self._call(run)
+                await self._scripts(calls)
             except StoreUnavailable:
                 logger.debug("dropped %d settlements: Redis is unavailable", len(batch))
+
+    async def _scripts(
+        self, calls: list[tuple[str, list[str], list[Any]]], extra: list[tuple[str, str]] = ()
+    ) -> list[Any]:
+        """Run Lua scripts (and a few plain reads after them) in one round trip: a single
+        call as it is, several pipelined. Scripts are loaded once (again after a Redis
+        restart forgot them)."""
+        shas = self._shas
+
+        async def run(client: redis.Redis) -> list[Any]:
+            if len(calls) == 1 and not extra:
+                script, keys, args = calls[0]
+                try:
+                    return [await _evalsha(client, shas[script], keys, args)]
+                except NoScriptError as forgotten:  # not a failure of Redis: see below
+                    return [forgotten]
+            pipe = client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(shas[script], len(keys), *keys, *args)
+            for command, key in extra:
+                pipe.execute_command(command.upper(), key)
+            return await pipe.execute(raise_on_error=False)
+
+        for attempt in (1, 2):
+            if any(script not in shas for script, _, _ in calls):
+                for script in {script for script, _, _ in calls}:
+                    shas[script] = await self._call(lambda c, s=script: c.script_load(s))
+            results = await self._call(run)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                shas.clear()  # Redis restarted and forgot them
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise StoreUnavailable(f"Redis failed: {result}")
+            return results
+        raise StoreUnavailable("Redis forgets its scripts")
 
     async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None:
         await self._call(lambda c: c.set(f"gw:c:{cache_key}", value, px=max(1, int(ttl * 1000))))
@@ -393,24 +429,46 @@ class RedisStore:
                 await asyncio.sleep(1.0)
 
 
-def _settle(
-    pipe: Any, ticket: Ticket, tokens: int | None, cost: float | None, refund: bool
-) -> None:
+async def _evalsha(client: redis.Redis, sha: str, keys: list[str], args: list[Any]) -> Any:
+    """One EVALSHA, packed by hiredis (redis-py packs commands in Python: a quarter of a
+    call's cost) on a pooled connection, as redis-py's own commands do."""
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(
+            hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)), check_health=False
+        )
+        return await connection.read_response()
+    except (RedisError, OSError, asyncio.CancelledError):
+        await connection.disconnect()  # a reply may still be on its way: never reuse it
+        raise
+    finally:
+        await pool.release(connection)
+
+
+def _settlement(
+    ticket: Ticket, tokens: int | None, cost: float | None, refund: bool
+) -> list[tuple[str, list[str], list[Any]]]:
+    """The SETTLE calls of a request: one per scope it was admitted by."""
+    calls = []
+    budget = ticket.budget
     for scope in ticket.scopes:
         base = f"gw:{{{scope.tag}}}"
-        if scope.limits.tpm:
-            adjustment = (tokens or 0) - ticket.tokens
-            if adjustment:
-                key = f"{base}:t:{ticket.minute}"
-                pipe.incrby(key, adjustment)
-                pipe.expire(key, COUNTER_TTL)
-        if refund:
-            pipe.decr(f"{base}:r:{ticket.minute}")
-        if scope.limits.max_parallel:
-            pipe.zrem(f"{base}:p", ticket.request_id)
-    budget = ticket.budget
-    if budget is not None and cost:
-        key = f"gw:{{k:{budget.key_id}}}:s:{budget.period}"
-        pipe.incrbyfloat(key, cost)
-        if budget.ttl is not None:
-            pipe.expire(key, int(budget.ttl + SPEND_KEEP))
+        adjustment = (tokens or 0) - ticket.tokens if scope.limits.tpm else 0
+        spends = budget is not None and cost and scope.tag == f"k:{budget.key_id}"
+        keys = [
+            f"{base}:t:{ticket.minute}",
+            f"{base}:r:{ticket.minute}",
+            f"{base}:p",
+            f"{base}:s:{budget.period}" if spends else f"{base}:s:none",  # type: ignore[union-attr]
+        ]
+        keep = int(budget.ttl + SPEND_KEEP) if spends and budget.ttl is not None else 0  # type: ignore[union-attr]
+        args = [
+            adjustment,
+            1 if refund else 0,
+            ticket.request_id if scope.limits.max_parallel else "",
+            repr(cost) if spends else 0,
+            keep,
+        ]
+        calls.append((SETTLE, keys, args))
+    return calls
