@@ -23,6 +23,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from .context import RequestContext
+    from .outcome import Outcome
 
 logger = logging.getLogger("gateway")
 
@@ -31,7 +32,7 @@ FLUSH_LINES = 512  # or this many lines, whichever comes first
 MAX_PENDING_BYTES = 8 * 1024 * 1024  # handed to the writer and not yet written: then drop
 PIPE_BUF = 4096  # writes up to this size to a pipe are never interleaved with others'
 
-_encode = msgspec.json.Encoder().encode
+_encode_lines = msgspec.json.Encoder().encode_lines
 
 
 class AccessLog:
@@ -41,7 +42,7 @@ class AccessLog:
     def __init__(self, destination: str = "stdout") -> None:
         self.destination = destination
         self.dropped = 0  # lines dropped because the destination fell behind
-        self._lines: list[bytes] = []
+        self._lines: list[Outcome] = []  # encoded together, at the flush
         self._pending = 0  # bytes handed to the writer, not yet written
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -85,7 +86,7 @@ class AccessLog:
             self.dropped += 1
             return
         lines = self._lines
-        lines.append(_encode(ctx.outcome))
+        lines.append(ctx.outcome)  # final: nothing writes it after on_complete
         if len(lines) >= FLUSH_LINES:
             self.flush()
         elif self._timer is None and self._loop is not None:
@@ -98,7 +99,7 @@ class AccessLog:
             self._timer = None
         if not self._lines:
             return
-        batch = b"\n".join(self._lines) + b"\n"
+        batch = _encode_lines(self._lines)  # one line each, newline-terminated
         self._lines = []
         with self._lock:
             self._pending += len(batch)

@@ -52,9 +52,12 @@ DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
-OVERHEAD_BUCKETS = (
+OVERHEAD_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
+
+DURATION_BOUNDS_MS = tuple(bound * 1000 for bound in DURATION_BUCKETS)
+OVERHEAD_BOUNDS_MS = tuple(bound * 1000 for bound in OVERHEAD_BUCKETS)
 
 Labels = tuple[str, ...]
 
@@ -252,20 +255,21 @@ class Metrics:
         if tally is None:
             tally = self._tallies[key] = _Tally()
         tally.count += 1
-        seconds = outcome.duration_ms / 1000
+        # Milliseconds, as the outcome has them: bounds and sums become seconds at the fold.
+        milliseconds = outcome.duration_ms
         histogram = tally.duration
-        histogram[_bisect(DURATION_BUCKETS, seconds)] += 1
-        histogram[-1] += seconds
-        if outcome.ttfb_ms is not None:
-            seconds = outcome.ttfb_ms / 1000
+        histogram[_bisect(DURATION_BOUNDS_MS, milliseconds)] += 1
+        histogram[-1] += milliseconds
+        milliseconds = outcome.ttfb_ms  # type: ignore[assignment]
+        if milliseconds is not None:
             histogram = tally.ttfb
-            histogram[_bisect(DURATION_BUCKETS, seconds)] += 1
-            histogram[-1] += seconds
-        if outcome.overhead_ms is not None:
-            seconds = outcome.overhead_ms / 1000
+            histogram[_bisect(DURATION_BOUNDS_MS, milliseconds)] += 1
+            histogram[-1] += milliseconds
+        milliseconds = outcome.overhead_ms  # type: ignore[assignment]
+        if milliseconds is not None:
             histogram = tally.overhead
-            histogram[_bisect(OVERHEAD_BUCKETS, seconds)] += 1
-            histogram[-1] += seconds
+            histogram[_bisect(OVERHEAD_BOUNDS_MS, milliseconds)] += 1
+            histogram[-1] += milliseconds
         usage = outcome.usage
         if usage is not None:
             tally.prompt += usage.prompt_tokens
@@ -299,11 +303,11 @@ class Metrics:
             requests.inc(
                 (model, deployment, endpoint, _STATUS.get(status) or str(status)), tally.count
             )
-            _add(duration.series, (model, endpoint), tally.duration)
-            if tally.ttfb[-1] or any(tally.ttfb[:-1]):
-                _add(ttfb.series, (model, endpoint), tally.ttfb)
+            _add(duration.series, (model, endpoint), _seconds(tally.duration))
+            if any(tally.ttfb[:-1]):
+                _add(ttfb.series, (model, endpoint), _seconds(tally.ttfb))
             if any(tally.overhead[:-1]):
-                _add(overhead.series, (endpoint,), tally.overhead)
+                _add(overhead.series, (endpoint,), _seconds(tally.overhead))
             if tally.prompt or tally.completion:
                 tokens.inc((model, deployment, "prompt"), tally.prompt)
                 tokens.inc((model, deployment, "completion"), tally.completion)
@@ -379,6 +383,11 @@ class Metrics:
 
 _STATUS = {status: str(status) for status in range(100, 600)}
 _bisect = bisect.bisect_left  # the first bound >= value: its bucket (the last: +Inf)
+
+
+def _seconds(histogram: list[float]) -> list[float]:
+    """A tally's histogram with its sum (the last value) from milliseconds to seconds."""
+    return [*histogram[:-1], histogram[-1] / 1000]
 
 
 def _add(series: dict[Labels, list[float]], labels: Labels, values: list[float]) -> None:
