@@ -35,7 +35,9 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Timings under load (locust), then instructions per request (callgrind: bench-cost).
 bench: $(DEV_STAMP)
+	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
 	$(BIN)/python -m bench
 
 clean:

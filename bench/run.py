@@ -549,3 +549,10 @@ def _wait_port(port: int, process: Process, timeout: float = 30) -> None:
 
 def main() -> None:
     Bench(Settings.from_env()).run()
+    # Then the steady figure: instructions per request under callgrind (bench/cost.py),
+    # unless BENCH_COST=off (it takes a few minutes more).
+    if os.environ.get("BENCH_COST", "on").strip().lower() not in ("off", "0", "no"):
+        from bench.cost import main as cost
+
+        print()
+        cost()
