@@ -8,8 +8,10 @@ try:
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
+from .access import AccessControl
 from .app import Gateway, Limits
 from .balancing import Deployment
+from .cache import CacheSettings
 from .context import RequestContext
 from .errors import (
     AuthenticationError,
@@ -29,15 +31,22 @@ from .errors import (
 )
 from .hooks import Hooks
 from .http import Request, Response, StreamingResponse
+from .keys import Budget, Key
+from .limits import RateLimits
+from .outcome import Outcome, Usage
 from .policy import Cooldown, Retry, Timeouts
-from .providers import Provider, UpstreamRequest, UpstreamResponse
+from .pricing import Price, Prices
+from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_type
 from .providers.mock import MockProvider
 from .providers.openai import OpenAIProvider
 from .registry import ModelRegistry, Route
 from .sse import SSEEvent
 
 __all__ = [
+    "AccessControl",
     "AuthenticationError",
+    "Budget",
+    "CacheSettings",
     "ClientError",
     "Cooldown",
     "Deployment",
@@ -45,15 +54,20 @@ __all__ = [
     "GatewayError",
     "Hooks",
     "InvalidRequestError",
+    "Key",
     "Limits",
     "MockProvider",
     "ModelNotFoundError",
     "ModelRegistry",
     "NotFoundError",
     "OpenAIProvider",
+    "Outcome",
     "PermissionDeniedError",
+    "Price",
+    "Prices",
     "Provider",
     "RateLimitError",
+    "RateLimits",
     "Request",
     "RequestContext",
     "RequestTooLargeError",
@@ -70,4 +84,6 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "Usage",
+    "provider_type",
 ]

@@ -127,6 +127,9 @@ class AccessControl:
         if hasattr(self.store, "on_failure"):
             self.store.on_failure(self._count_failure)  # type: ignore[attr-defined]
 
+    def __repr__(self) -> str:
+        return "<AccessControl>"
+
     @property
     def keys_enabled(self) -> bool:
         """Whether callers need a key: keys in the config file, or a shared store."""
@@ -248,10 +251,16 @@ class AccessControl:
                 raise StoreUnavailableError("The rate-limit store is unavailable.") from None
             # Open: serve on, counting limits in this worker only; no cache.
             verdict = self.local.admit_now(now, ctx.request_id, scopes, tokens, budget, None)
+            if admission.cache_key is not None:
+                ctx.outcome.cache = BYPASS
+                admission.cache_key = None
             verdict.ticket.local = True
-        if verdict.window is not None:
-            admission.headers = rate_limit_headers(verdict.window)
         refusal = verdict.refusal
+        window = verdict.window
+        if window is not None:
+            if refusal is not None:  # the reset the headers say is the wait Retry-After says
+                window = window._replace(reset=refusal.retry_after)
+            admission.headers = rate_limit_headers(window)
         if refusal is not None:
             kind = refusal.scope.partition(":")[0]
             if self._limited is not None:

@@ -53,6 +53,9 @@ class AccessLog:
         self._timer: asyncio.TimerHandle | None = None
         self._small_writes = False
 
+    def __repr__(self) -> str:
+        return f"<AccessLog to {self.destination}>"
+
     def startup(self) -> None:
         if self.destination == "stdout":
             self._fd = sys.stdout.fileno()

@@ -29,6 +29,7 @@ from .errors import (
     GatewayError,
     InternalError,
     InvalidRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
     ShuttingDownError,
@@ -160,6 +161,13 @@ class Gateway:
             "/v1/messages": anthropic_error_response,
             "/v1/messages/count_tokens": anthropic_error_response,
         }
+        # Known endpoints answer 405 to another method; not chat completions: OpenAI lists
+        # stored completions at GET /v1/chat/completions, which is passed through.
+        self._post_only = frozenset(
+            path
+            for method, path in self._routes
+            if method == "POST" and path != "/v1/chat/completions"
+        )
         # Probes answer without a key: load balancers, orchestrators and scrapers send none.
         self._probes: dict[tuple[str, str], ProbeHandler] = {
             ("GET", "/health"): self._health,
@@ -291,6 +299,7 @@ class Gateway:
         probe = self._probes.get(key)
         if probe is not None:
             ctx.outcome.endpoint = PROBE  # not logged or counted: probes come every few seconds
+            self._tasks.discard(asyncio.current_task(self._loop))  # nor in flight
             return await probe(request)
         if self.hooks.authenticate:
             await self._authenticate(ctx, request)
@@ -305,6 +314,8 @@ class Gateway:
         handler = self._routes.get(key)
         if handler is not None:
             return await handler(ctx, request, body)
+        if request.path in self._post_only:  # a known endpoint, the wrong method
+            raise MethodNotAllowedError(request.method, request.path)
         if request.path.startswith("/v1/"):
             return await self.pipeline.passthrough(ctx, request, body)
         raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
@@ -331,8 +342,8 @@ class Gateway:
             return json_response(503, b'{"status":"draining","reason":"the gateway is stopping"}')
         now = self.timers.clock()
         deployments = self.registry.deployments()
-        cooling = [d.name for d in deployments if d.cooling(now)]
-        if deployments and len(cooling) == len(deployments):
+        cooling = sorted({d.name for d in deployments if d.cooling(now)})
+        if deployments and all(d.cooling(now) for d in deployments):
             body = {
                 "status": "unavailable",
                 "reason": "every deployment of every model is cooling down after failures",

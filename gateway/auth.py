@@ -52,4 +52,5 @@ class APIKeyAuth:
         return identity
 
     def __repr__(self) -> str:
-        return f"<APIKeyAuth {len(self._keys)} keys>"
+        count = len(self._keys)
+        return f"<APIKeyAuth: {count} key{'s' if count != 1 else ''}>"

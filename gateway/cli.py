@@ -67,10 +67,8 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def check_listen_address(host: str, port: int, port_variable: str = "GATEWAY_PORT") -> None:
-    """Fail now, in one line, if the address cannot be listened on or another process
-    holds the port. (The servers share a port between their own workers, and would
-    silently share it with any other process that asked the same way.)"""
+def listen_address(host: str, port: int) -> tuple[int, int, int, tuple[object, ...]]:
+    """The socket address ``host`` names, or the one line that says why it names none."""
     if all(part.isdigit() for part in host.split(".")):
         try:
             ipaddress.IPv4Address(host)
@@ -81,6 +79,14 @@ def check_listen_address(host: str, port: int, port_variable: str = "GATEWAY_POR
     except (socket.gaierror, UnicodeError) as exc:
         raise ConfigError(f"GATEWAY_HOST: cannot listen on {host!r}: {exc}") from None
     family, kind, proto, _, address = infos[0]
+    return family, kind, proto, address
+
+
+def check_listen_address(host: str, port: int, port_variable: str = "GATEWAY_PORT") -> None:
+    """Fail now, in one line, if the address cannot be listened on or another process
+    holds the port. (The servers share a port between their own workers, and would
+    silently share it with any other process that asked the same way.)"""
+    family, kind, proto, address = listen_address(host, port)
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -101,7 +107,10 @@ def example_curl(settings: Settings, gateway: Gateway) -> str:
     if isinstance(registry.default, MockProvider) and registry.is_open:
         model = MOCK_MODELS[0]
     else:
-        model = registry.names()[0] if registry.names() else "gpt-4o-mini"
+        # A model the mock serves, when there is one: its answer needs no upstream key.
+        names = registry.names()
+        mocked = [n for n in names if type(registry.resolve(n).provider) is MockProvider]
+        model = (mocked or names or ["gpt-4o-mini"])[0]
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
     parts = ["curl", f"http://{host}:{settings.port}/v1/chat/completions"]
@@ -128,7 +137,7 @@ def describe(settings: Settings, gateway: Gateway, say: logging.Logger | None = 
         say.info("every model goes to provider %r", getattr(registry.default, "name", None))
     else:
         say.info("models: %s", ", ".join(registry.names()))
-    if isinstance(registry.default, MockProvider):
+    if type(registry.default) is MockProvider and not settings.config_path:
         say.warning(
             "no upstream configured (OPENAI_API_KEY / OPENAI_BASE_URL / GATEWAY_CONFIG): "
             "answering with the built-in mock provider"
@@ -136,13 +145,57 @@ def describe(settings: Settings, gateway: Gateway, say: logging.Logger | None = 
     if not gateway.requires_auth:
         say.warning("GATEWAY_API_KEYS is not set: clients are not authenticated")
     if gateway.hooks.hooks:
-        say.info("hooks: %s", ", ".join(repr(h) for h in gateway.hooks.hooks))
+        say.info("hooks: %s", ", ".join(_named(h) for h in gateway.hooks.hooks))
+    say.info("store: %s", _redacted(settings.redis_url) if settings.redis_url else "in memory")
+    if gateway.tracer is not None:
+        say.info("tracing: OpenTelemetry spans by OTLP/HTTP")
+    for warning in budget_warnings(gateway):
+        say.warning("%s", warning)
     if gateway.requires_auth:
         say.info(
             "try (with GATEWAY_KEY set to one of your keys): %s", example_curl(settings, gateway)
         )
     else:
         say.info("try: %s", example_curl(settings, gateway))
+
+
+def _named(hook: object) -> str:
+    """A hook as the start-up log names it: its own words, or its class's path."""
+    if type(hook).__repr__ is not object.__repr__:
+        return repr(hook)
+    return f"{type(hook).__module__}.{type(hook).__qualname__}"
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password."""
+    scheme, _, rest = url.partition("://")
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}://{'***@' if at else ''}{host}"
+
+
+def budget_warnings(gateway: Gateway) -> list[str]:
+    """Budgets that can never run out: their keys' models have no price."""
+    access = gateway.access
+    if access is None:
+        return []
+    prices = gateway.prices.table
+    warnings = []
+    names = gateway.registry.names()
+    for key in access.config_keys.values():
+        if key.budget is None:
+            continue
+        unpriced = [m for m in names if key.allows(m) and m not in prices]
+        if not prices or unpriced:
+            which = ", ".join(unpriced[:5]) or "any model (the table is empty)"
+            warnings.append(
+                f"key {key.id!r} has a budget, but [prices] has no price for {which}: "
+                "what those models cost is not counted against it"
+            )
+    if access.shared and not prices:
+        warnings.append(
+            "keys in Redis may have budgets, but [prices] is empty: spend is not counted"
+        )
+    return warnings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics_directory = None
     try:
         settings = Settings.from_env(environ)
+        listen_address(settings.host, settings.port)  # (whether the port is free: at start)
         if settings.metrics and not args.check:
             # Made before the workers start, shared by them, removed when the gateway exits.
             metrics_directory = tempfile.mkdtemp(prefix="gateway-metrics-")

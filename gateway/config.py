@@ -19,9 +19,9 @@ from .access import AccessControl
 from .accesslog import AccessLog
 from .app import Gateway, Limits
 from .balancing import Deployment
-from .configfile import ConfigFile, FileError, RoutingTable, convert, parse_config
+from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
 from .hooks import load_hook
-from .keys import Budget, Key, parse_expiry
+from .keys import Budget, Key, checked, parse_expiry
 from .limits import RateLimits
 from .logs import FORMATS
 from .metrics import Metrics
@@ -84,7 +84,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         config_path = env.text("GATEWAY_CONFIG")
-        return cls(
+        settings = cls(
             host=env.text("GATEWAY_HOST") or cls.host,
             port=env.number("GATEWAY_PORT", int, cls.port, 1, 65535),
             workers=env.number("GATEWAY_WORKERS", int, cls.workers, 1, 256),
@@ -108,7 +108,7 @@ class Settings:
             hooks=env.items("GATEWAY_HOOKS"),
             log_level=env.choice("GATEWAY_LOG_LEVEL", LOG_LEVELS, cls.log_level),
             log_format=env.choice("GATEWAY_LOG_FORMAT", FORMATS, cls.log_format),
-            access_log=env.text("GATEWAY_ACCESS_LOG") or cls.access_log,
+            access_log=env.log_destination("GATEWAY_ACCESS_LOG", cls.access_log),
             metrics=env.switch("GATEWAY_METRICS", cls.metrics),
             metrics_port=env.number("GATEWAY_METRICS_PORT", int, None, 1, 65535),
             redis_url=env.redis_url("GATEWAY_REDIS_URL"),
@@ -118,6 +118,12 @@ class Settings:
             file=_read_file(config_path) if config_path else {},
             environ=env.environ,
         )
+        if settings.metrics_port is not None and settings.metrics_port == settings.port:
+            raise ConfigError(
+                f"GATEWAY_METRICS_PORT: {settings.metrics_port} is GATEWAY_PORT too; give "
+                "another port, or unset it to serve /metrics on the main port"
+            )
+        return settings
 
     @property
     def limits(self) -> Limits:
@@ -174,9 +180,9 @@ class _Env:
             return default
         what = "an integer" if kind is int else "a number"
         bounds = (
-            f" from {low:g} to {high:g}"
+            f" from {_number(low)} to {_number(high)}"
             if low is not None and high is not None
-            else f" of at least {low:g}"
+            else f" of at least {_number(low)}"
             if low is not None
             else ""
         )
@@ -199,6 +205,18 @@ class _Env:
             raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
         return raw.lower()
 
+    def log_destination(self, name: str, default: str) -> str:
+        raw = self.text(name) or default
+        if raw in ("stdout", "stderr", "off"):
+            return raw
+        folder = os.path.dirname(os.path.abspath(raw))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(
+                f"{name}: cannot write {raw!r}: its folder does not exist or is not writable "
+                "(or say stdout, stderr or off)"
+            )
+        return raw
+
     def redis_url(self, name: str) -> str | None:
         raw = self.text(name)
         if raw is not None and not raw.startswith(("redis://", "rediss://", "unix://")):
@@ -210,6 +228,10 @@ class _Env:
         if raw is not None and not raw.startswith(("http://", "https://")):
             raise ConfigError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
         return raw
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -388,13 +410,20 @@ def build_keys(settings: Settings, file: ConfigFile) -> list[Key]:
         except ValueError as exc:
             raise _file_error(settings, f"keys.{key_id}.expires: {exc}") from None
         budget = fields.pop("budget")
-        keys.append(
-            Key(
-                id=key_id,
-                budget=Budget(budget.amount, budget.period) if budget is not None else None,
-                **fields,
-            )
+        key = Key(
+            id=key_id,
+            budget=Budget(budget.amount, budget.period) if budget is not None else None,
+            **fields,
         )
+        try:
+            keys.append(checked(key))
+        except (msgspec.ValidationError, ValueError) as exc:
+            problem = (
+                explain(exc, f"keys.{key_id}")
+                if isinstance(exc, msgspec.ValidationError)
+                else f"keys.{key_id}: {exc}"
+            )
+            raise _file_error(settings, problem) from None
     return keys
 
 

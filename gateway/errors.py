@@ -6,6 +6,8 @@ The family mirrors where in a request's life the error happens (as httpx does):
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 
@@ -99,6 +101,16 @@ class IncompleteBodyError(InvalidRequestError):
         super().__init__(message)
 
 
+class MethodNotAllowedError(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: str = "POST") -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; use {allowed}.", headers=[("allow", allowed)]
+        )
+
+
 class UnsupportedMediaTypeError(ClientError):
     status = 415
     code = "unsupported_content_encoding"
@@ -115,7 +127,8 @@ class RateLimitError(ClientError):
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        headers = [] if retry_after is None else [("retry-after", str(max(1, round(retry_after))))]
+        wait = None if retry_after is None else max(1, math.ceil(retry_after))
+        headers = [] if wait is None else [("retry-after", str(wait))]
         super().__init__(message, headers=headers)
         self.retry_after = retry_after
 

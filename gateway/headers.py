@@ -96,6 +96,8 @@ def passable_headers(items: Iterable[tuple[str, str]]) -> HeaderList:
     for key, value in items:
         name = key.lower()
         if name not in RESPONSE_HEADERS_DROPPED:
+            if name.startswith("x-gateway-"):
+                continue  # another gateway's (in front of this one's upstream): ours replace them
             kept.append((UPSTREAM_REQUEST_ID if name == "x-request-id" else name, value))
         elif name == "connection":
             connection = value

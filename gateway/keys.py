@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -33,10 +34,13 @@ class Budget(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     period: Literal["daily", "monthly", "total"] = "monthly"
 
 
+KEY_ID = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # a bare TOML key, a safe metric label
+
+
 class Key(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One virtual key, as the config file's ``[keys.<id>]`` or the store holds it."""
 
-    id: str = ""
+    id: Annotated[str, msgspec.Meta(pattern=KEY_ID)] = "key"
     secret_sha256: str
     owner: str | None = None
     team: str | None = None
@@ -91,8 +95,20 @@ def encode_key(key: Key) -> bytes:
     return _encode(key)
 
 
-def decode_key(data: bytes | str) -> Key:
-    return _decode_key(data)
+def decode_key(data: bytes | str) -> Key | None:
+    """A stored key, or ``None`` (logged) for a record that is not one: a broken record
+    must not make every other key unusable."""
+    try:
+        return _decode_key(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        logging.getLogger("gateway").error("a stored key record is not valid: %s", exc)
+        return None
+
+
+def checked(key: Key) -> Key:
+    """``key`` validated as the store and the config file will read it (the Struct's
+    limits, ``rpm >= 1`` and the rest, apply on decoding, not on construction)."""
+    return _decode_key(encode_key(key))
 
 
 def new_secret() -> str:

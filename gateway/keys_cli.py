@@ -17,23 +17,34 @@ from typing import Any
 import msgspec
 
 from .config import ConfigError, Settings, build_keys, build_store, load_file
-from .keys import Budget, Key, new_secret, parse_expiry, period_id, secret_hash
+from .configfile import explain
+from .keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
 from .stores import Store, StoreUnavailable
 
 
 def add_parser(subparsers: Any) -> None:
-    keys = subparsers.add_parser("keys", help="create, list, show or revoke virtual keys")
+    keys = subparsers.add_parser(
+        "keys",
+        help="create, list, show or revoke virtual keys",
+        description="Virtual keys, in Redis (GATEWAY_REDIS_URL) or the config file "
+        "(GATEWAY_CONFIG). Flags such as --config go before 'keys'.",
+    )
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a key; its secret is printed once")
     create.add_argument("id", help="the key's name, e.g. team-research")
-    create.add_argument("--owner")
-    create.add_argument("--team")
+    create.add_argument("--owner", help="who holds it (an e-mail, a service)")
+    create.add_argument("--team", help="its team (the cache may be shared per team)")
     create.add_argument("--models", help="comma-separated model names or globs (default: all)")
     create.add_argument("--rpm", type=int, help="requests per minute")
     create.add_argument("--tpm", type=int, help="tokens per minute")
     create.add_argument("--max-parallel", type=int, help="requests at once")
     create.add_argument("--budget", type=float, help="US dollars per period")
-    create.add_argument("--period", choices=("daily", "monthly", "total"), default="monthly")
+    create.add_argument(
+        "--period",
+        choices=("daily", "monthly", "total"),
+        default="monthly",
+        help="the budget's period (UTC; default monthly)",
+    )
     create.add_argument("--expires", help="ISO 8601 date or time (UTC unless it says)")
     actions.add_parser("list", help="every key: ids, limits and spend, never secrets")
     show = actions.add_parser("show", help="one key, with its spend this period")
@@ -58,7 +69,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     store = build_store(settings)
     if store is not None:
         store.timeout = max(store.timeout, 2.0)  # type: ignore[attr-defined]  # a person waits
-        await store.start()
+        await store.start(listen=False)  # type: ignore[call-arg]
     try:
         if args.action == "create":
             return await _create(args, store, config_keys)
@@ -90,6 +101,9 @@ async def _create(args: argparse.Namespace, store: Store | None, config: dict[st
     if args.id in config or (store is not None and await store.key_by_id(args.id)):
         raise ValueError(f"a key {args.id!r} exists already")
     secret = new_secret()
+    expires = parse_expiry(args.expires)
+    if expires is not None and expires <= time.time():
+        raise ValueError(f"--expires {args.expires!r} is in the past")
     key = Key(
         id=args.id,
         secret_sha256=secret_hash(secret),
@@ -100,9 +114,13 @@ async def _create(args: argparse.Namespace, store: Store | None, config: dict[st
         tpm=args.tpm,
         max_parallel=args.max_parallel,
         budget=Budget(args.budget, args.period) if args.budget is not None else None,
-        expires=parse_expiry(args.expires),
+        expires=expires,
         created=time.time(),
     )
+    try:
+        key = checked(key)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not a valid key: {explain(exc, 'key')}") from None
     if store is not None:
         await store.save_key(key)
         print(f"created {key.id} in the shared store. Its secret, shown this once:")
@@ -158,6 +176,13 @@ async def _list(store: Store | None, config: dict[str, Key]) -> int:
                 _state(key, now),
             )
         )
+    if len(rows) == 1:
+        print(
+            "no keys: none in the config file (GATEWAY_CONFIG), and no GATEWAY_REDIS_URL"
+            if store is None
+            else "no keys yet: make one with 'keys create <id>'"
+        )
+        return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
@@ -175,6 +200,9 @@ def _describe(key: Key, spent: float | None, settings: Settings) -> str:
     fields = msgspec.structs.asdict(key)
     fields.pop("secret_sha256")  # not a secret, but nothing anyone needs to see
     fields["state"] = _state(key, time.time())
+    for name in ("created", "expires"):
+        if fields.get(name) is not None:
+            fields[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fields[name]))
     if spent is not None:
         fields["spent_this_period"] = round(spent, 6)
     return msgspec.json.format(msgspec.json.encode(fields), indent=2).decode()

@@ -16,6 +16,7 @@ cannot pass much more than the limit: each reserves its share up front.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import msgspec
@@ -121,7 +122,7 @@ def reset_text(seconds: float) -> str:
     """OpenAI's spelling of a reset time: ``60ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
     if seconds < 1:
         return f"{max(0, int(seconds * 1000))}ms"
-    whole = int(seconds + 0.999)
+    whole = math.ceil(seconds)  # as Retry-After rounds
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

@@ -90,12 +90,12 @@ class Messages:
 
     async def create(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
         ctx.outcome.endpoint = MESSAGES
-        fields = MESSAGES_ENDPOINT.parse(json_body(body))
-        model = fields.model
         pipeline = self.pipeline
         limit = pipeline.max_header_bytes
+        forwarded = forwardable_headers(request.headers, limit)  # 431 before the body's 400
+        fields = MESSAGES_ENDPOINT.parse(json_body(body))
+        model = fields.model
         if self.native(self.registry.resolve(model)):
-            forwarded = forwardable_headers(request.headers, limit)
             response = await pipeline.forward(
                 ctx, request, forwarded, MESSAGES_ENDPOINT, body, model, fields.stream
             )

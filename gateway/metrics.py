@@ -190,6 +190,9 @@ class Metrics:
         self.extra: list[_Counter] = []  # counters other parts add (cache, store failures)
         self._tallies: dict[tuple[str, str, str, int], _Tally] = {}
 
+    def __repr__(self) -> str:
+        return "<Metrics>"
+
     # ------------------------------------------------------------ wiring
 
     def attach(self, gateway: Gateway, route: bool = True) -> None:

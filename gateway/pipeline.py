@@ -101,8 +101,8 @@ class Pipeline:
 
     async def list_models(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
         ctx.outcome.endpoint = "models"
+        headers = forwardable_headers(request.headers, self.max_header_bytes)
         if self.registry.is_open:
-            headers = forwardable_headers(request.headers, self.max_header_bytes)
             return await self.forward(ctx, request, headers, PASSTHROUGH, b"", None, None)
         return json_response(200, self.model_list)
 
@@ -114,6 +114,7 @@ class Pipeline:
         if not path.startswith("/v1/") or not _SAFE_PATH.fullmatch(path) or _CLIMBING.search(path):
             raise NotFoundError(f"Unknown path: {path}", code="unknown_url")
         if request.method == "GET" and path.startswith("/v1/models/"):
+            ctx.outcome.endpoint = "models"
             model_id = path[len("/v1/models/") :]
             if not self.registry.is_open:
                 if model_id not in self.registry.names():
@@ -188,7 +189,11 @@ class Pipeline:
             response_headers.append(("x-gateway-cache", outcome.cache))
         admission = ctx.admission
         if admission is not None:
-            response_headers += admission.headers
+            if admission.headers:  # the gateway's limits, not the upstream's, in one set
+                response_headers = [
+                    h for h in response_headers if not h[0].startswith("x-ratelimit-")
+                ]
+                response_headers += admission.headers
             if admission.cache_key is not None and admission.may_store:
                 admission.capture = [] if answer.streamed else [answer.content]
         if answer.streamed:
@@ -207,7 +212,8 @@ class Pipeline:
         route = self.registry.default_route()
         if route is None:
             raise NotFoundError(
-                "This request names no model and the gateway has no default provider."
+                "This request names no model, and the gateway has no default provider to "
+                "send it to (default_provider in the config file)."
             )
         return route
 

@@ -114,31 +114,31 @@ class UsageStripper:
     reads is held back until its end arrives (an SSE client cannot use half an event).
     """
 
-    __slots__ = ("_held", "usage")
+    __slots__ = ("held", "usage")  # held: an event's start, waiting for its end
 
     def __init__(self) -> None:
-        self._held = b""
+        self.held = b""
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         # (bytes.find, not `in`: on CPython 3.11 `in` costs a caught TypeError first.)
-        if self._held:
-            chunk = self._held + chunk
-            self._held = b""
+        if self.held:
+            chunk = self.held + chunk
+            self.held = b""
         if not chunk.endswith(b"\n\n"):  # whole events, the usual case, need no search
             end = _boundary_end(chunk)
             if end != len(chunk):
                 if end == -1:
-                    self._held = chunk
+                    self.held = chunk
                     return b""
-                chunk, self._held = chunk[:end], chunk[end:]
+                chunk, self.held = chunk[:end], chunk[end:]
         if chunk.find(b'"usage"') != -1:
             chunk = self._strip(chunk)
         return chunk
 
     def flush(self) -> bytes:
         """What was held back when the stream ended (an event missing its blank line)."""
-        held, self._held = self._held, b""
+        held, self.held = self.held, b""
         return self._strip(held) if held.find(b'"usage"') != -1 else held
 
     def _strip(self, data: bytes) -> bytes:

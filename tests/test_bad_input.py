@@ -106,3 +106,11 @@ def test_health(gateway):
     response = raw_request(gateway.url, "GET", "/health")
     assert response.status == 200
     assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/completions", "/v1/messages"])
+def test_a_known_endpoint_with_the_wrong_method_is_a_405(gateway, upstream, path):
+    response = raw_request(gateway.url, "GET", path)
+    assert response.status == 405, response
+    assert response.headers["allow"] == "POST"
+    assert upstream.requests == []

@@ -51,6 +51,9 @@ def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         ({"GATEWAY_API_KEYS": " , ,"}, "GATEWAY_API_KEYS", "set but holds no key"),
         ({"GATEWAY_MAX_HEADER_BYTES": "10"}, "GATEWAY_MAX_HEADER_BYTES", "an integer from"),
         ({"GATEWAY_STREAM_USAGE": "maybe"}, "GATEWAY_STREAM_USAGE", "on or off"),
+        ({"GATEWAY_ACCESS_LOG": "/no/such/dir/a.log"}, "GATEWAY_ACCESS_LOG", "cannot write"),
+        ({"GATEWAY_METRICS_PORT": "8080"}, "GATEWAY_METRICS_PORT", "is GATEWAY_PORT too"),
+        ({"GATEWAY_MAX_HEADER_BYTES": "5"}, "GATEWAY_MAX_HEADER_BYTES", "from 1024 to 1048576"),
     ],
 )
 def test_a_wrong_value_stops_start_up_with_one_line(env, named, expected):
@@ -257,3 +260,37 @@ def test_make_run_installs_only_what_serving_needs(tmp_path):
         timeout=30,
     )
     assert any("[dev]" in line for line in tested.stdout.splitlines()), tested.stdout
+
+
+def test_check_warns_of_a_budget_no_price_can_spend(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        '[providers.demo]\ntype = "mock"\n[models.m1]\nprovider = "demo"\n'
+        f'[keys.team]\nsecret_sha256 = "{"a" * 64}"\nbudget = {{ amount = 5 }}\n'
+    )
+    result = run_gateway({}, "--check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "key 'team' has a budget, but [prices] has no price for m1" in result.stdout
+
+
+def test_a_key_table_that_is_no_key_is_refused_naming_it(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[keys.team]\nsecret_sha256 = "{"a" * 64}"\nrpm = 0\n')
+    result = run_gateway({"GATEWAY_CONFIG": str(path)}, "--check")
+    assert result.returncode == 1
+    assert "keys.team.rpm: expected a whole number of at least 1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["bad id"], "key.id: not in the expected form"),
+        (["ok", "--rpm", "0"], "key.rpm: expected a whole number of at least 1"),
+        (["ok", "--budget", "-5"], "key.budget.amount"),
+        (["ok", "--expires", "2020-01-01"], "is in the past"),
+    ],
+)
+def test_keys_create_refuses_a_key_that_could_not_be_used(args, words):
+    result = run_gateway({}, "keys", "create", *args)
+    assert result.returncode == 1
+    assert words in result.stderr

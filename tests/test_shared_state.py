@@ -114,6 +114,25 @@ def test_two_gateways_enforce_one_rpm_limit(pair, clean_redis, upstream):
     assert limited.headers["x-ratelimit-limit-requests"] == "12"
     assert limited.headers["x-ratelimit-remaining-requests"] == "0"
     assert int(limited.headers["retry-after"]) >= 1
+    # The reset the headers say is the wait Retry-After says.
+    reset = limited.headers["x-ratelimit-reset-requests"]
+    parts = re.findall(r"\d+", reset)[::-1]
+    seconds = sum(int(n) * f for n, f in zip(parts, (1, 60, 3600), strict=False))
+    assert seconds == int(limited.headers["retry-after"]), (reset, limited.headers)
+
+
+def test_one_set_of_rate_limit_headers_the_gateways(pair, clean_redis, upstream):
+    wait_for_minute_start()
+    answer = raw_request(
+        pair[0].url,
+        "POST",
+        CHAT,
+        json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {FIXED}"},
+    )
+    assert answer.status == 200
+    assert answer.headers["x-ratelimit-limit-requests"] == "12"  # not the upstream's 10000
+    assert "inner-gateway-model" not in str(answer.headers)
 
 
 def test_two_gateways_enforce_one_tpm_limit_within_one_reservation(pair, clean_redis, upstream):
@@ -146,8 +165,13 @@ def test_keys_made_in_redis_are_allowed_models_and_revoked_without_a_restart(
     for gateway in pair:
         revoked = chat(gateway, secret)
         assert revoked.status == 401 and "revoked" in revoked.json()["error"]["message"]
-    expired = created_secret(keys_command(clean_redis, "create", "old", "--expires", "2020-01-01"))
-    assert chat(pair[0], expired).status == 401
+    soon = time.time() + 3
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(soon))
+    expiring = created_secret(keys_command(clean_redis, "create", "brief", "--expires", at))
+    assert chat(pair[0], expiring).status == 200
+    time.sleep(max(0.0, soon - time.time()) + 1.0)  # (the time said is whole seconds)
+    expired = chat(pair[0], expiring)
+    assert expired.status == 401 and "expired" in expired.json()["error"]["message"]
 
 
 def test_a_budget_runs_out_midway_counting_streamed_usage(pair, clean_redis, upstream):
@@ -182,6 +206,31 @@ def test_a_cached_answer_is_served_by_the_other_process(pair, clean_redis, upstr
         assert len(upstream.requests) == 1
     other = created_secret(keys_command(clean_redis, "create", "other-team"))
     assert chat(pair[1], other, temperature=0).headers["x-gateway-cache"] == "miss"
+
+
+def test_a_broken_key_record_breaks_no_other_key(pair, clean_redis, upstream):
+    secret = created_secret(keys_command(clean_redis, "create", "good"))
+    clean_redis.command("SET", f"gw:key:{'b' * 64}", '{"id": "broken", "rpm": 0}')
+    clean_redis.command("SET", "gw:keyid:broken", "b" * 64)
+    clean_redis.command("SADD", "gw:keys", "broken")
+    assert chat(pair[0], secret).status == 200
+    listed = keys_command(clean_redis, "list")
+    assert "good" in listed and "broken" not in listed
+
+
+def test_the_key_command_never_hangs_on_an_unknown_key(clean_redis):
+    for action in ("show", "revoke"):
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "keys", action, "nobody"],
+            cwd=ROOT,
+            env={**clean_environ(), "GATEWAY_REDIS_URL": clean_redis.url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1 and "no key 'nobody'" in result.stderr
+        assert time.monotonic() - started < 10
 
 
 def test_the_key_command_end_to_end(clean_redis, config_path):

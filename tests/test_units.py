@@ -104,7 +104,8 @@ def test_errors_render_as_openai_json_with_status():
         assert response.status == status
         body = msgspec.json.decode(response.body)["error"]
         assert (body["type"], body["param"], body["code"]) == (kind, param, code)
-    assert error_response(RateLimitError("x", retry_after=2.4)).header("retry-after") == "2"
+    # Rounded up: a client told to come back never comes back too early.
+    assert error_response(RateLimitError("x", retry_after=2.4)).header("retry-after") == "3"
 
 
 def test_upstream_status_error_is_passed_on_as_sent():

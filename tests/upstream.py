@@ -146,9 +146,14 @@ class Upstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         response = await self._answer(request)
-        # Like OpenAI, every answer carries the upstream's own request id.
+        # Like OpenAI, every answer carries the upstream's own request id and rate limits;
+        # and this upstream says it is a gateway too (its x-gateway-* must not reach
+        # the client beside the gateway's own).
         if not response.prepared:
             response.headers["X-Request-Id"] = f"req_upstream_{len(self.requests)}"
+            response.headers["X-Ratelimit-Limit-Requests"] = "10000"
+            response.headers["X-Ratelimit-Remaining-Requests"] = "9999"
+            response.headers["X-Gateway-Model"] = "inner-gateway-model"
         return response
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:

@@ -22,9 +22,8 @@ class UsageLog:
     def on_complete(self, ctx: RequestContext) -> None:
         usage = ctx.outcome.usage
         if usage is not None:
-            logger.info(
-                "%s %s %s tokens=%d", ctx.request_id, ctx.outcome.key, ctx.model, usage.total_tokens
-            )
+            key = ctx.outcome.key or "-"  # "-": no client keys on
+            logger.info("%s %s %s tokens=%d", ctx.request_id, key, ctx.model, usage.total_tokens)
 
 
 class BlockWords:

@@ -140,7 +140,7 @@ class Provider:
 
     def describe(self) -> str:
         """One line for the start-up log; never includes a secret."""
-        return self.name
+        return f"{self.name} ({type(self).__name__})"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -64,6 +64,6 @@ class HTTPProvider(Provider):
 
 
 def unavailable(name: str, exc: aiohttp.ClientConnectorError) -> UpstreamUnavailableError:
-    return UpstreamUnavailableError(
-        f"upstream '{name}' is unreachable: {exc.os_error.strerror or exc}"
-    )
+    """The client is told why, not where (the upstream's address stays in the log)."""
+    reason = exc.os_error.strerror or type(exc.os_error).__name__
+    return UpstreamUnavailableError(f"upstream '{name}' is unreachable ({reason.lower()})")

@@ -139,6 +139,8 @@ class MockProvider(Provider):
         self.chunk_delay = chunk_delay
 
     def describe(self) -> str:
+        if type(self) is not MockProvider:
+            return super().describe()
         return f"{self.name} (built-in mock, deterministic answers)"
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> MockResponse:

@@ -93,7 +93,7 @@ class MemoryStore:
         self.cache = Cache(cache_bytes)
         self._clock = time.time
 
-    async def start(self) -> None:
+    async def start(self, listen: bool = True) -> None:
         pass
 
     async def stop(self) -> None:

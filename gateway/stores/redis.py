@@ -134,6 +134,7 @@ class RedisStore:
         self._settlements: list[tuple[Ticket, int | None, float | None, bool]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._listening = False
         self.failures = 0
         self._on_failure: Callable[[], None] | None = None
 
@@ -149,15 +150,22 @@ class RedisStore:
             decode_responses=False,
         )
 
-    async def start(self) -> None:
+    async def start(self, listen: bool = True) -> None:
+        """Open the pool; with ``listen``, follow what other workers publish (a worker
+        does; the key command does not)."""
         self.client = self.connect()
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        if listen:
+            self._listening = True
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
+        self._listening = False
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            # Bounded: redis-py's pub/sub read may swallow a cancellation; the loop then
+            # ends at its next turn (within a second) on _listening.
+            await asyncio.wait({self._listener}, timeout=2.0)
+            self._listener = None
         await self._flush()
         if self.client is not None:
             await self.client.aclose()
@@ -227,7 +235,7 @@ class RedisStore:
     async def keys(self) -> list[Key]:
         ids = await self._call(lambda c: c.smembers("gw:keys"))
         found = [await self.key_by_id(i.decode()) for i in sorted(ids)]
-        return [key for key in found if key is not None]
+        return [key for key in found if key is not None]  # (broken records are logged)
 
     async def spent(self, key_id: str, period: str) -> float:
         value = await self._call(lambda c: c.get(f"gw:{{k:{key_id}}}:s:{period}"))
@@ -409,12 +417,13 @@ class RedisStore:
 
     async def _listen(self) -> None:
         """Follow what other workers and the key command publish."""
-        while True:
+        while self._listening:
+            pubsub = None
             try:
                 pubsub = self.connect().pubsub()
                 await pubsub.subscribe(EVENTS)
                 self._keys.clear()  # messages may have been missed while unsubscribed
-                while True:
+                while self._listening:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None:
                         continue
@@ -427,6 +436,10 @@ class RedisStore:
                 raise
             except Exception:
                 await asyncio.sleep(1.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
 
 
 async def _evalsha(client: redis.Redis, sha: str, keys: list[str], args: list[Any]) -> Any:
