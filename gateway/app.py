@@ -1,7 +1,8 @@
 """The gateway core: its lifecycle, and from a ``Request`` to a ``Response``.
 
-handle: limits (431, 413) -> authenticate (every route but the probes) -> decode the
-body -> route -> the pipeline (pipeline.py) -> the request's outcome, closed once
+handle: the body's limit (413) -> probes -> authenticate (every other route) -> the
+header block's limit (431) -> decode the body -> route -> the pipeline (pipeline.py)
+-> the request's outcome, closed once
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .errors import (
     UpstreamError,
 )
 from .forwarding import Forwarder
+from .headers import HeaderList, forwardable_headers
 from .hooks import Hooks
 from .http import Request, Response, StreamingResponse, error_response, json_response
 from .messages import Messages, anthropic_error_response
@@ -63,7 +65,8 @@ logger = logging.getLogger("gateway")
 _perf_counter = time.perf_counter
 
 AnyResponse = Response | StreamingResponse
-Handler = Callable[[RequestContext, Request, bytes], Awaitable[AnyResponse]]
+# (ctx, the request, its body decoded, the headers to forward) -> the response
+Handler = Callable[[RequestContext, Request, bytes, HeaderList], Awaitable[AnyResponse]]
 ProbeHandler = Callable[[Request], Awaitable[Response]]
 ErrorRenderer = Callable[[GatewayError], Response]
 
@@ -144,7 +147,6 @@ class Gateway:
             notify_error=self._notify_error,
             stream_usage=stream_usage,
             access=access,
-            max_header_bytes=self.limits.max_header_bytes,
         )
         pipeline = self.pipeline
         messages = Messages(pipeline, self.registry)  # Anthropic's API in front
@@ -303,6 +305,8 @@ class Gateway:
             return await probe(request)
         if self.hooks.authenticate:
             await self._authenticate(ctx, request)
+        # One pass over the headers: the ones to forward, and the block's size (431).
+        forwarded = forwardable_headers(request.headers, limits.max_header_bytes)
         upgrade = request.headers.get("upgrade")
         if upgrade is not None and "websocket" in upgrade.lower():
             raise InvalidRequestError(
@@ -313,11 +317,11 @@ class Gateway:
             body = decode_body(body, encoding, limits.max_body_bytes)
         handler = self._routes.get(key)
         if handler is not None:
-            return await handler(ctx, request, body)
+            return await handler(ctx, request, body, forwarded)
         if request.path in self._post_only:  # a known endpoint, the wrong method
             raise MethodNotAllowedError(request.method, request.path)
         if request.path.startswith("/v1/"):
-            return await self.pipeline.passthrough(ctx, request, body)
+            return await self.pipeline.passthrough(ctx, request, body, forwarded)
         raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
 
     async def _authenticate(self, ctx: RequestContext, request: Request) -> None:

@@ -26,7 +26,7 @@ import msgspec
 
 from .endpoints import CHAT, Endpoint
 from .errors import GatewayError, NotFoundError, UpstreamStatusError
-from .headers import forwardable_headers
+from .headers import HeaderList
 from .http import Request, Response, StreamingResponse
 from .pipeline import json_body
 from .providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
@@ -88,11 +88,11 @@ class Messages:
             self._native[id(route)] = known
         return known
 
-    async def create(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+    async def create(
+        self, ctx: RequestContext, request: Request, body: bytes, forwarded: HeaderList
+    ) -> AnyResponse:
         ctx.outcome.endpoint = MESSAGES
         pipeline = self.pipeline
-        limit = pipeline.max_header_bytes
-        forwarded = forwardable_headers(request.headers, limit)  # 431 before the body's 400
         fields = MESSAGES_ENDPOINT.parse(json_body(body))
         model = fields.model
         if self.native(self.registry.resolve(model)):
@@ -106,7 +106,7 @@ class Messages:
         chat = messages_to_chat(body)
         headers = {k: v for k, v in request.headers.items() if not k.startswith("anthropic-")}
         chat_request = Request("POST", "/v1/chat/completions", "", headers, chat, request.client)
-        forwarded = forwardable_headers(chat_request.headers, limit)
+        forwarded = [h for h in forwarded if not h[0].startswith("anthropic-")]
         response = await pipeline.forward(
             ctx, chat_request, forwarded, CHAT, chat, model, fields.stream, _USAGE_ASKED
         )
@@ -119,7 +119,9 @@ class Messages:
         headers_out.append(_JSON)
         return Response(response.status, headers_out, chat_to_message(response.body, model))
 
-    async def count_tokens(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+    async def count_tokens(
+        self, ctx: RequestContext, request: Request, body: bytes, forwarded: HeaderList
+    ) -> AnyResponse:
         ctx.outcome.endpoint = COUNT_TOKENS
         fields = COUNT_TOKENS_ENDPOINT.parse(json_body(body))
         if not self.native(self.registry.resolve(fields.model)):
@@ -128,7 +130,6 @@ class Messages:
                 f"{fields.model!r} is not one.",
                 code="unsupported_endpoint",
             )
-        forwarded = forwardable_headers(request.headers, self.pipeline.max_header_bytes)
         return await self.pipeline.forward(
             ctx, request, forwarded, COUNT_TOKENS_ENDPOINT, body, fields.model, False
         )

@@ -23,7 +23,7 @@ from .errors import (
     NotFoundError,
 )
 from .forwarding import Answer, Forwarder
-from .headers import HeaderList, forwardable_headers
+from .headers import HeaderList
 from .http import Request, Response, StreamingResponse, json_response
 from .outcome import Usage
 from .providers import UpstreamRequest
@@ -71,10 +71,8 @@ class Pipeline:
         notify_error: Callable[[RequestContext, GatewayError], Awaitable[Response | None]],
         stream_usage: bool = True,
         access: AccessControl | None = None,
-        max_header_bytes: int | None = None,
     ) -> None:
         self.access = access
-        self.max_header_bytes = max_header_bytes
         self.registry = registry
         self.hooks = hooks
         self.forwarder = forwarder
@@ -90,26 +88,32 @@ class Pipeline:
     # ------------------------------------------------------------------ endpoints
 
     async def model_endpoint(
-        self, endpoint: Endpoint, ctx: RequestContext, request: Request, body: bytes
+        self,
+        endpoint: Endpoint,
+        ctx: RequestContext,
+        request: Request,
+        body: bytes,
+        headers: HeaderList,
     ) -> AnyResponse:
         """Chat completions, completions, embeddings: a JSON body with a model."""
         ctx.outcome.endpoint = endpoint.name
-        headers = forwardable_headers(request.headers, self.max_header_bytes)
         fields = endpoint.parse(json_body(body))
         model, stream, options = fields.model, fields.stream, fields.stream_options
         return await self.forward(ctx, request, headers, endpoint, body, model, stream, options)
 
-    async def list_models(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+    async def list_models(
+        self, ctx: RequestContext, request: Request, body: bytes, headers: HeaderList
+    ) -> AnyResponse:
         ctx.outcome.endpoint = "models"
-        headers = forwardable_headers(request.headers, self.max_header_bytes)
         if self.registry.is_open:
             return await self.forward(ctx, request, headers, PASSTHROUGH, b"", None, None)
         return json_response(200, self.model_list)
 
-    async def passthrough(self, ctx: RequestContext, request: Request, body: bytes) -> AnyResponse:
+    async def passthrough(
+        self, ctx: RequestContext, request: Request, body: bytes, headers: HeaderList
+    ) -> AnyResponse:
         """Any other ``/v1`` path: forwarded as sent, to the provider its model names."""
         ctx.outcome.endpoint = "passthrough"
-        headers = forwardable_headers(request.headers, self.max_header_bytes)
         path = request.path
         if not path.startswith("/v1/") or not _SAFE_PATH.fullmatch(path) or _CLIMBING.search(path):
             raise NotFoundError(f"Unknown path: {path}", code="unknown_url")
