@@ -41,7 +41,6 @@ from .errors import (
     PermissionDeniedError,
     RateLimitError,
 )
-from .http import Response
 from .keys import Key, period_id, period_reset, same_hash, secret_hash
 from .limits import RateLimits, Scope, estimate_tokens, max_tokens_of, rate_limit_headers
 from .outcome import STREAMED
@@ -76,13 +75,25 @@ class QuotaExceededError(RateLimitError):
 class Admission:
     """What the access control knows of one request between ``admit`` and its end."""
 
-    __slots__ = ("cache_key", "capture", "headers", "may_store", "ticket")
+    __slots__ = (
+        "cache_key",
+        "capture",
+        "content_type",
+        "headers",
+        "may_store",
+        "streamed",
+        "ticket",
+    )
 
     def __init__(self) -> None:
         self.ticket: Ticket | None = None
         self.cache_key: str | None = None
         self.may_store = False
-        self.capture: list[bytes] | None = None  # a streamed answer, kept for the cache
+        # The answer, kept for the cache: its chunks as they came (or its one body),
+        # whether the upstream streamed it, and its content type.
+        self.capture: list[bytes] | None = None
+        self.streamed = False
+        self.content_type = ""
         self.headers: list[tuple[str, str]] = []  # x-ratelimit-* for the response
 
 
@@ -191,8 +202,8 @@ class AccessControl:
         body: bytes,
         stream: bool,
         headers: Headers,
-    ) -> Response | None:
-        """Refuse the request (raise), answer it from the cache, or let it go on."""
+    ) -> Entry | None:
+        """Refuse the request (raise), answer it from the cache (the entry), or let it go on."""
         key = ctx.identity if isinstance(ctx.identity, Key) else None
         model = ctx.outcome.model
         if key is not None and key.models and not key.allows(model, self._aliases):
@@ -285,7 +296,7 @@ class AccessControl:
             if entry is not None:
                 ctx.outcome.cache = HIT
                 self._count_cache(ctx)
-                return _replay(entry)
+                return entry
         admission.ticket = verdict.ticket
         ctx.admission = admission
         self._count_cache(ctx)
@@ -310,10 +321,11 @@ class AccessControl:
             store.settle(ticket, tokens, outcome.cost)
         if admission.cache_key is not None and admission.may_store and outcome.status == 200:
             entry = None
-            if admission.capture and outcome.stream and outcome.outcome == STREAMED:
-                entry = Entry(200, "text/event-stream", b"".join(admission.capture), True)
-            elif admission.capture and not outcome.stream:
-                entry = Entry(200, "application/json", admission.capture[0])
+            capture, content_type = admission.capture, admission.content_type
+            if capture and not admission.streamed:
+                entry = Entry(200, content_type, capture[0])
+            elif capture and outcome.outcome == STREAMED:  # only a stream relayed to its end
+                entry = Entry(200, content_type, b"".join(capture), True)
             if entry is not None and len(entry.body) <= self.cache.max_entry_bytes:  # type: ignore[union-attr]
                 if self.shared:
                     asyncio.get_running_loop().create_task(self._store(admission.cache_key, entry))
@@ -404,8 +416,3 @@ def _cache_scope(settings: CacheSettings, identity: object) -> str:
             return "team:" + identity.team
         return "key:" + identity.id
     return "key:" + identity if isinstance(identity, str) else "open"
-
-
-def _replay(entry: Entry) -> Response:
-    headers = [("content-type", entry.content_type), ("x-gateway-cache", HIT)]
-    return Response(entry.status, headers, entry.body)

@@ -2,9 +2,10 @@
 
 A request's cache key is the hash of its canonical form: the endpoint, whether it
 streams, the model it resolved to (an alias and its model share answers), and the body
-with its keys in a fixed order, without the fields that do not change the answer
-(``user``, ``stream_options``, ``metadata``…) — scoped to the caller's key, or its
-team, so that answers are never shared across teams unless configured.
+with its top-level keys in a fixed order (nested values as sent), without the fields
+that do not change the answer (``user``, ``stream_options``, ``metadata``…) — scoped
+to the caller's key, or its team, so that answers are never shared across teams
+unless configured.
 
 Only requests that can repeat are cached: ``temperature`` 0 or a ``seed`` (unless
 ``deterministic_only = false``). ``Cache-Control: no-cache`` from the client skips the
@@ -15,7 +16,7 @@ A streamed answer is stored as the stream's bytes and replayed as SSE.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -24,7 +25,9 @@ IGNORED_FIELDS = frozenset({"user", "stream_options", "metadata", "store", "serv
 
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
 
-_decode = msgspec.json.decode
+_decode_number = msgspec.json.Decoder(float | None).decode
+_decode_top = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_encode = msgspec.json.encode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -88,17 +91,25 @@ def cache_key(
 ) -> str | None:
     """The request's cache key, or ``None`` when it cannot repeat (or is not JSON)."""
     try:
-        fields = _decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    if not isinstance(fields, dict):
+        # Only the top level is decoded: its values stay raw bytes, so that the work is
+        # one pass over the body however many objects it nests.
+        fields = _decode_top(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if settings.deterministic_only and endpoint != "embeddings":
-        temperature = fields.get("temperature")
-        if fields.get("seed") is None and temperature not in (0, 0.0):
+        seed = fields.get("seed")
+        if (seed is None or bytes(seed) == b"null") and _number(fields.get("temperature")) != 0:
             return None
-    canonical: dict[str, Any] = {k: v for k, v in fields.items() if k not in IGNORED_FIELDS}
-    canonical["model"] = model
-    canonical["stream"] = bool(stream)
+    canonical = {k: v for k, v in fields.items() if k not in IGNORED_FIELDS}
+    canonical["model"] = msgspec.Raw(_encode(model))
+    canonical["stream"] = msgspec.Raw(b"true" if stream else b"false")
     digest = hashlib.sha256(_encode_sorted(canonical)).hexdigest()
     return f"{scope}:{endpoint}:{digest}"
+
+
+def _number(raw: msgspec.Raw | None) -> float | None:
+    """A top-level number, or ``None`` (absent, null, or not a number)."""
+    try:
+        return None if raw is None else _decode_number(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

@@ -100,6 +100,10 @@ class StreamingResponse:
         self.chunks = chunks
         self._pump = pump  # the same stream, written by push (fewer steps per chunk)
 
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        return header_value(self.headers, name)
+
     def iterate(self) -> AsyncIterator[bytes]:
         """Every chunk as it arrives — for servers that pull from an iterator."""
         return self.chunks

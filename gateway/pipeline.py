@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableSet
+from collections.abc import AsyncIterator, MutableSet
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from . import multipart
+from .cache import HIT, Entry
 from .endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
 from .errors import (
     GatewayError,
@@ -179,9 +180,8 @@ class Pipeline:
                 ctx, route, endpoint.name, outgoing.body, bool(stream), request.headers
             )
             if hit is not None:
-                if stream and not _asks_for_usage(outgoing.body, stream_options):
-                    hit.body = _strip_usage(hit.body)
-                return hit
+                strip_usage = bool(stream) and not _asks_for_usage(stream_options)
+                return await self._replay(ctx, endpoint, route, hit, strip_usage)
         strip_usage = False
         if stream and self.stream_usage and endpoint in _USAGE_ENDPOINTS:
             strip_usage = _ask_for_usage(outgoing, body, stream_options)
@@ -200,6 +200,8 @@ class Pipeline:
                 response_headers += admission.headers
             if admission.cache_key is not None and admission.may_store:
                 admission.capture = [] if answer.streamed else [answer.content]
+                admission.streamed = answer.streamed
+                admission.content_type = upstream.content_type
         if answer.streamed:
             return self._stream(ctx, endpoint, answer, response_headers, strip_usage)
         content = answer.content
@@ -249,19 +251,10 @@ class Pipeline:
             deployment.ended(_tokens(ctx.outcome.usage))
             on_stream_end(ctx, how, failure)
 
-        async def on_error(error: Exception) -> bytes | None:
-            # Headers and some events are out: the status cannot change any more. Say
-            # so in the stream, without a [DONE], so it never passes for a full answer.
-            if not isinstance(error, GatewayError):
-                logger.error("stream %s failed", ctx.request_id, exc_info=error)
-                error = InternalError("The gateway failed while streaming.")
-            await self.notify_error(ctx, error)
-            return b"data: " + error.body() + b"\n\n" if is_sse else None
-
         relay = Relay(
             ctx,
             next_chunk,
-            on_error=on_error,
+            on_error=self._stream_failed(ctx, is_sse),
             on_end=on_end,
             close_upstream=upstream.close,
             timers=self.timers,
@@ -274,6 +267,50 @@ class Pipeline:
             iterator=iterator,
         )
         return StreamingResponse(upstream.status, headers, relay.iterate(), relay.pump)
+
+    def _stream_failed(
+        self, ctx: RequestContext, is_sse: bool
+    ) -> Callable[[Exception], Awaitable[bytes | None]]:
+        async def on_error(error: Exception) -> bytes | None:
+            # Headers and some events are out: the status cannot change any more. Say
+            # so in the stream, without a [DONE], so it never passes for a full answer.
+            if not isinstance(error, GatewayError):
+                logger.error("stream %s failed", ctx.request_id, exc_info=error)
+                error = InternalError("The gateway failed while streaming.")
+            await self.notify_error(ctx, error)
+            return b"data: " + error.body() + b"\n\n" if is_sse else None
+
+        return on_error
+
+    async def _replay(
+        self, ctx: RequestContext, endpoint: Endpoint, route: Route, hit: Entry, strip_usage: bool
+    ) -> AnyResponse:
+        """A cached answer, served as the upstream's was: a stream as a stream, and
+        through the same hooks (a redacting hook must see what the cache gives back)."""
+        headers = [("content-type", hit.content_type), ("x-gateway-cache", HIT)]
+        if not hit.stream:
+            response = Response(hit.status, headers, hit.body, endpoint.response_type)
+            if self.hooks.after_response:
+                await self.hooks.after_response.each(ctx, response)
+            return response
+        is_sse = hit.content_type.startswith("text/event-stream")
+        body = _strip_usage(hit.body) if strip_usage and is_sse else hit.body
+        iterator = _once(body)
+        if is_sse and self.hooks.on_chunk:
+            iterator = run_chunk_hooks(self.hooks.on_chunk, ctx, iterator, endpoint.chunk_type)
+        relay = Relay(
+            ctx,
+            chunks_of(iterator),
+            on_error=self._stream_failed(ctx, is_sse),
+            on_end=self.on_stream_end,
+            close_upstream=_nothing,
+            timers=self.timers,
+            idle=route.timeouts.idle,  # type: ignore[union-attr]
+            running=self.streams,
+            read_usage=False,  # a hit costs no tokens
+            iterator=iterator,
+        )
+        return StreamingResponse(hit.status, headers, relay.iterate(), relay.pump)
 
 
 def _tokens(usage: Usage | None) -> int:
@@ -289,14 +326,23 @@ def _ask_for_usage(outgoing: UpstreamRequest, body: bytes, stream_options: msgsp
         outgoing.body = body[:end] + _INCLUDE_USAGE + body[end:]
         return True
     options = outgoing.json.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return False
-    options = options if isinstance(options, dict) else {}
+    if options is None:
+        options = {}
+    elif not isinstance(options, dict) or options.get("include_usage") is True:
+        return False  # asked already, or not an object: the upstream judges it as sent
     outgoing.json["stream_options"] = {**options, "include_usage": True}
     return True
 
 
-def _asks_for_usage(body: bytes, stream_options: msgspec.Raw) -> bool:
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def _nothing() -> None:
+    pass
+
+
+def _asks_for_usage(stream_options: msgspec.Raw) -> bool:
     """Whether the client's own request asks for a stream's usage."""
     if not stream_options:
         return False

@@ -256,6 +256,69 @@ async def test_a_streamed_hit_replays_the_events_the_client_asked_for():
     assert b'"usage":{' in with_usage and with_usage.endswith(b"data: [DONE]\n\n")
 
 
+class Redacting:
+    """Hooks that change every answer: a hit must pass through them like a miss."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[str, str | None]] = []
+
+    def after_response(self, ctx, response) -> None:
+        response.body = response.body.replace(b"mock", b"[redacted]")
+
+    def on_chunk(self, ctx, event) -> None:
+        if event.data and b"mock" in event.data:
+            event.data = event.data.replace(b"mock", b"[redacted]")
+
+    def on_complete(self, ctx) -> None:
+        self.ends.append((ctx.outcome.outcome, ctx.outcome.cache))
+
+
+async def test_a_hit_goes_through_the_hooks_and_a_streamed_hit_ends_as_a_stream():
+    hooks = Redacting()
+    access = AccessControl(cache=CacheSettings())
+    async with Gateway(registry(), access=access, hooks=[hooks]) as gateway:
+        bodies = [(await gateway.handle(request("x", seed=3))).body for _ in range(2)]
+        streams = [
+            await read(await gateway.handle(request("x", seed=3, stream=True))) for _ in range(2)
+        ]
+    assert bodies[0] == bodies[1] and b"[redacted]" in bodies[1] and b"mock" not in bodies[1]
+    assert streams[0] == streams[1] and b"[redacted]" in streams[1]
+    assert b"mock" not in streams[1]
+    assert hooks.ends == [
+        ("answered", "miss"),
+        ("answered", "hit"),
+        ("streamed", "miss"),
+        ("streamed", "hit"),
+    ]
+
+
+def test_the_cache_key_reads_the_top_level_only_and_in_bounded_memory():
+    import tracemalloc
+
+    from gateway.cache import cache_key
+
+    def key_of(body: bytes, endpoint: str = "chat.completions") -> str | None:
+        return cache_key(CacheSettings(), "s", endpoint, "m", False, body)
+
+    one = key_of(b'{"model":"a","temperature":0,"messages":[{"role":"user"}],"user":"u1"}')
+    two = key_of(b'{"messages": [{"role":"user"}], "user": "u2", "temperature": 0, "model": "b"}')
+    assert one is not None and one == two  # key order, spacing, user; the resolved model
+    for cannot_repeat in (b'{"temperature":0.5}', b'{"seed":null}', b'{"temperature":"0"}', b"{}"):
+        assert key_of(cannot_repeat) is None, cannot_repeat
+    assert key_of(b'{"seed":1}') and key_of(b'{"temperature":0.0}')
+    assert key_of(b'{"input":"x"}', "embeddings")  # embeddings always repeat
+    assert key_of(b"[1]") is None and key_of(b'{"seed":1') is None  # not a JSON object
+    # Millions of nested objects are never built: memory stays near the body's size.
+    body = b'{"seed":1,"x":[' + b"{}," * 3_000_000 + b"0]}"
+    tracemalloc.start()
+    try:
+        assert key_of(body) is not None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(body)
+
+
 async def test_answers_are_never_shared_across_keys_by_default_and_are_by_team():
     a, key_a = key("a", team="t1")
     b, key_b = key("b", team="t1")

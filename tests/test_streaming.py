@@ -7,6 +7,7 @@ import json
 import time
 
 import aiohttp
+import pytest
 
 from tests.gateway_process import raw_request
 from tests.upstream import _plain_event as _event
@@ -51,6 +52,18 @@ def test_first_chunk_arrives_while_the_upstream_is_still_sending(gateway, upstre
     assert len(lines) == 6
     assert total >= 0.8
     assert first < total - 0.5, (first, total)
+
+
+@pytest.mark.parametrize("options", [b"[1]", b'"x"', b"1", b"true"])
+def test_stream_options_that_are_not_an_object_reach_the_upstream_as_sent(
+    gateway, upstream, options
+):
+    # The gateway asks for the usage only by extending an object: anything else is the
+    # client's mistake, for the upstream to judge (a real one answers a 400).
+    sent = b'{"model":"sse:1","stream":true,"stream_options":' + options + b',"messages":[]}'
+    response = raw_request(gateway.url, "POST", CHAT, sent, JSON)
+    assert response.status == 200
+    assert upstream.last().json["stream_options"] == json.loads(options)
 
 
 def test_stream_options_and_unknown_fields_reach_the_upstream_untouched(gateway, upstream):
