@@ -3,7 +3,9 @@
 The limit applies to the decoded size, while decoding: a small body that inflates to
 gigabytes (a decompression bomb) is refused with a 413 as soon as its output passes the
 limit, never held whole. A body that does not decode as labelled is a 400; an encoding
-the gateway does not know, a 415. The decoded body is forwarded without the header.
+the gateway does not know, or more than ``MAX_CODINGS`` of them stacked (each layer
+costs up to the limit's worth of work), a 415. The decoded body is forwarded without
+the header.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from .errors import InvalidRequestError, RequestTooLargeError, UnsupportedMediaT
 
 Decoder = Callable[[bytes, int], bytes]
 _STEP = 64 * 1024  # decoded bytes produced per step, so that no step outgrows the limit
+MAX_CODINGS = 3  # clients send one, rarely two
 
 
 def decode_body(body: bytes, content_encoding: str, limit: int) -> bytes:
     """``body`` decoded as ``content_encoding`` says (codings in the order applied)."""
     codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    if len(codings) > MAX_CODINGS:
+        raise UnsupportedMediaTypeError(
+            f"The request body has {len(codings)} content codings; at most {MAX_CODINGS} "
+            "are decoded."
+        )
     for coding in codings:  # checked before any work is done
         if coding not in _DECODERS:
             raise UnsupportedMediaTypeError(

@@ -94,6 +94,32 @@ def mock_gateway(request, tmp_path_factory) -> Iterator[GatewayProcess]:
 
 
 @pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (CHAT, {"messages": 5}, "messages"),
+        (CHAT, {"messages": [{"role": "user"}], "stream": True, "stream_options": [1]}, None),
+        ("/v1/embeddings", {"input": ["a"] * 20000, "dimensions": 4096}, "input"),
+        ("/v1/embeddings", {"input": [], "dimensions": 8}, "input"),
+    ],
+)
+def test_the_mock_answers_odd_input_with_a_400_and_serves_on(mock_gateway, path, body, param):
+    sent = json.dumps({"model": "mock-gpt", **body}).encode()
+    error = assert_openai_error(raw_request(mock_gateway.url, "POST", path, sent, JSON), 400)
+    assert error["param"] == (param or "stream_options")
+    good = b'{"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}'
+    assert raw_request(mock_gateway.url, "POST", CHAT, good, JSON).status == 200
+
+
+@pytest.mark.parametrize("text", [1, None, [1], {"a": 1}, True, 1.5])
+def test_the_mock_reads_text_parts_of_any_type(mock_gateway, text):
+    content = [{"type": "text", "text": text}, {"type": "text", "text": "kept"}]
+    sent = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": content}]})
+    response = raw_request(mock_gateway.url, "POST", CHAT, sent.encode(), JSON)
+    assert response.status == 200, response
+    assert response.json()["choices"][0]["message"]["content"].endswith("to: kept")
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body"),
     [
         ("POST", CHAT, b'{"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}'),
@@ -173,6 +199,28 @@ def test_an_unknown_encoding_is_a_415(gateway, upstream):
         gateway.url, "POST", CHAT, GOOD_BYTES, {**JSON, "content-encoding": "lzma"}
     )
     assert_openai_error(response, 415, "unsupported_content_encoding")
+    assert upstream.requests == []
+
+
+def test_stacked_encodings_are_decoded_up_to_three_and_refused_beyond(gateway, upstream):
+    # Each layer costs up to the body limit's worth of work: a header of thousands of
+    # "gzip" over stored layers would hold the worker for seconds. Three decode.
+    def layered(count: int) -> bytes:
+        body = GOOD_BYTES
+        for _ in range(count):
+            body = gzip.compress(body, compresslevel=0)
+        return body
+
+    three = raw_request(
+        gateway.url, "POST", CHAT, layered(3), {**JSON, "content-encoding": "gzip, gzip,gzip"}
+    )
+    assert three.status == 200, three
+    assert upstream.last().json == GOOD
+    upstream.clear()
+    many = ",".join(["gzip"] * 2000)
+    refused = raw_request(gateway.url, "POST", CHAT, layered(4), {**JSON, "content-encoding": many})
+    assert_openai_error(refused, 415, "unsupported_content_encoding")
+    assert "at most 3" in refused.json()["error"]["message"]
     assert upstream.requests == []
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 MOCK_MODELS = ("mock-gpt", "mock-embedding")
 _CREATED = 1_700_000_000
+MAX_EMBEDDING_VALUES = 65536  # about 30 ms of hashing: the mock never stalls its worker
 _encode = msgspec.json.Encoder().encode
 _JSON = (("content-type", "application/json"),)
 _SSE = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
@@ -92,7 +93,8 @@ def _last_user_text(messages: list[Any]) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                texts = (p.get("text") for p in content if isinstance(p, dict))
+                return " ".join(text for text in texts if isinstance(text, str))
     return ""
 
 
@@ -166,11 +168,13 @@ class MockProvider(Provider):
         model = str(body.get("model", "mock-gpt"))
         if path == "/embeddings":
             return self._embeddings(model, body)
-        prompt = (
-            _last_user_text(body.get("messages") or [])
-            if path == "/chat/completions"
-            else str(body.get("prompt", ""))
-        )
+        if path == "/chat/completions":
+            messages = body.get("messages") or []
+            if not isinstance(messages, list):
+                return _error(400, "'messages' must be an array.", "messages")
+            prompt = _last_user_text(messages)
+        else:
+            prompt = str(body.get("prompt", ""))
         words = _reply_words(prompt)
         ident = "mock-" + hashlib.sha256(request.body).hexdigest()[:24]
         usage = {
@@ -180,7 +184,10 @@ class MockProvider(Provider):
         }
         chat = path == "/chat/completions"
         if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            options = body.get("stream_options") or {}
+            if not isinstance(options, dict):
+                return _error(400, "'stream_options' must be an object.", "stream_options")
+            include_usage = options.get("include_usage") is True
             return self._stream(ident, model, words, usage if include_usage else None, chat)
         if chat:
             choice = {
@@ -245,6 +252,13 @@ class MockProvider(Provider):
         dimensions = body.get("dimensions", 16)
         if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
             return _error(400, "'dimensions' must be an integer from 1 to 4096.", "dimensions")
+        if len(inputs) * dimensions > MAX_EMBEDDING_VALUES:  # the mock computes each one
+            return _error(
+                400,
+                f"The mock computes at most {MAX_EMBEDDING_VALUES} values per request "
+                f"(inputs x dimensions); this asks for {len(inputs)} x {dimensions}.",
+                "input",
+            )
         data = [
             {"object": "embedding", "index": i, "embedding": _embedding(str(text), dimensions)}
             for i, text in enumerate(inputs)
