@@ -147,6 +147,21 @@ def test_a_multipart_body_without_a_boundary_is_a_400(gateway, upstream, request
     assert upstream.requests == []
 
 
+def test_a_clients_malformed_request_is_never_logged_as_an_error(gateway, upstream):
+    # Robyn's actix logs every parse failure at ERROR; a client must not write those.
+    bad_length = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\n"
+    bad_header = b"GET /health HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n"
+    for raw in (bad_length, bad_header):
+        assert 400 <= status_of(raw_exchange(gateway.port, raw)) < 500
+    body = b"--B\r\nno disposition\r\n\r\nx\r\n--B--\r\n"
+    multipart = {"content-type": "multipart/form-data; boundary=B"}
+    raw_request(gateway.url, "POST", "/v1/audio/transcriptions", body, multipart)
+    assert raw_request(gateway.url, "POST", CHAT, GOOD_BYTES).status == 200
+    time.sleep(0.3)
+    errors = [line for line in gateway.log().splitlines() if " ERROR " in line]
+    assert errors == []
+
+
 def _workers(pid: int) -> set[int]:
     children = Path(f"/proc/{pid}/task").glob("*/children")
     return {int(child) for path in children for child in path.read_text().split()}

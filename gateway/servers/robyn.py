@@ -125,8 +125,11 @@ class RobynAdapter:
 
     async def startup(self) -> None:
         """Runs in each worker process, on its loop, before it serves."""
-        # Robyn's accept loop complains about the listener the supervisor shuts at exit.
+        # Robyn's accept loop complains about the listener the supervisor shuts at exit,
+        # and actix logs every malformed request at ERROR: any client could write them.
         logging.getLogger("actix_server").setLevel(logging.CRITICAL)
+        logging.getLogger("actix_http").setLevel(logging.CRITICAL)
+        logging.getLogger("robyn.server").addFilter(_client_mistakes_as_warnings)
         await self.gateway.startup()
         freeze_startup_heap()
         loop = asyncio.get_running_loop()
@@ -205,6 +208,14 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _client_mistakes_as_warnings(record: logging.LogRecord) -> bool:
+    """Robyn's own 500 for a body it cannot parse (multipart) is the client's mistake:
+    worth a warning, not an error that pages someone."""
+    if record.levelno == logging.ERROR and str(record.msg).startswith("Failed to parse"):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _die_with_parent() -> None:
