@@ -67,3 +67,13 @@ def unavailable(name: str, exc: aiohttp.ClientConnectorError) -> UpstreamUnavail
     """The client is told why, not where (the upstream's address stays in the log)."""
     reason = exc.os_error.strerror or type(exc.os_error).__name__
     return UpstreamUnavailableError(f"upstream '{name}' is unreachable ({reason.lower()})")
+
+
+def let_go(response: aiohttp.ClientResponse) -> None:
+    """The end of a streamed response: a finished one's connection goes back to the
+    pool; an unfinished one's is closed, which is how the upstream learns that nobody is
+    listening any more."""
+    if response.content.is_eof():
+        response.release()
+    else:
+        response.close()

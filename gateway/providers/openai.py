@@ -12,7 +12,7 @@ from yarl import URL
 from ..errors import UpstreamProtocolError
 from ..headers import HeaderList, passable_headers
 from . import UpstreamRequest, provider_type, secret
-from .http import HTTPProvider, unavailable
+from .http import HTTPProvider, let_go, unavailable
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -93,12 +93,7 @@ class HTTPUpstreamResponse:
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
         finally:
-            # Closing (not releasing) an unfinished response drops the connection, which
-            # is how the upstream learns that nobody is listening any more.
-            if response.content.is_eof():
-                response.release()
-            else:
-                response.close()
+            let_go(response)
 
     def close(self) -> None:
         self._response.close()

@@ -22,6 +22,7 @@ from ..errors import (
     UpstreamStatusError,
 )
 from ..headers import UPSTREAM_REQUEST_ID, HeaderList, passable_headers
+from .http import let_go
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -171,10 +172,7 @@ class TranslatedResponse:
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
         finally:
-            if response.content.is_eof():
-                response.release()
-            else:
-                response.close()
+            let_go(response)
 
     def close(self) -> None:
         self._response.close()
