@@ -119,7 +119,7 @@ class Relay:
         next_chunk = self._next_chunk
         self._start()
         try:
-            if self._capture is None:
+            if self._capture is None and self._stripper is None:
                 await self._pump_plain(next_chunk, send)
                 return
             took = self._took
@@ -144,11 +144,9 @@ class Relay:
     async def _pump_plain(
         self, next_chunk: NextChunk, send: Callable[[bytes], Awaitable[object]]
     ) -> None:
-        """``pump`` for a stream nothing captures: what ``_took`` does, inline, the fewest
-        steps per chunk — the usual chunk, whole events without usage, passes the
-        stripper (when there is one) after three cheap checks."""
+        """``pump`` for a stream whose chunks go out as they came (nothing captured or
+        taken out): what ``_took`` does, inline, the fewest steps per chunk."""
         clock = self._timers.clock
-        stripper = self._stripper
         previous = last = b""
         sent = 0
         try:
@@ -160,16 +158,9 @@ class Relay:
                         await send(tail)
                     return
                 if not chunk:
-                    if rest := self._over():
-                        await send(rest)
+                    self._how = STREAMED
                     return
                 self.last_chunk_at = clock()
-                if stripper is not None and (
-                    stripper.held or not chunk.endswith(b"\n\n") or chunk.find(b'"usage"') != -1
-                ):
-                    chunk = stripper.feed(chunk)
-                    if not chunk:
-                        continue
                 if not sent:
                     self.ctx.first_byte_at = perf_counter()
                 previous, last = last, chunk
@@ -177,8 +168,7 @@ class Relay:
                 await send(chunk)
         finally:
             self._sent += sent
-            if stripper is None:
-                self._previous, self._last = previous, last
+            self._previous, self._last = previous, last
 
     async def iterate(self) -> AsyncIterator[bytes]:
         """Every chunk as it arrives — for servers that pull from an iterator."""
