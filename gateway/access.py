@@ -78,6 +78,7 @@ class Admission:
     __slots__ = (
         "cache_key",
         "capture",
+        "capture_limit",
         "content_type",
         "headers",
         "may_store",
@@ -92,6 +93,7 @@ class Admission:
         # The answer, kept for the cache: its chunks as they came (or its one body),
         # whether the upstream streamed it, and its content type.
         self.capture: list[bytes] | None = None
+        self.capture_limit = 0  # bytes: a larger answer is not stored, so not kept either
         self.streamed = False
         self.content_type = ""
         self.headers: list[tuple[str, str]] = []  # x-ratelimit-* for the response
@@ -113,7 +115,12 @@ class AccessControl:
         )
         self.shared = not isinstance(self.store, MemoryStore)
         self.config_keys: dict[str, Key] = {key.secret_sha256: key for key in keys}
-        self.model_limits = dict(model_limits or {})
+        # A model's scope is the same for every request: built once.
+        self.model_scopes = {
+            name: Scope("model:" + name, limits, f"m:{name}")
+            for name, limits in (model_limits or {}).items()
+            if limits
+        }
         self.cache = cache if cache is not None and cache.enabled else None
         self.failure = failure
         self._logged_at = 0.0
@@ -226,22 +233,24 @@ class AccessControl:
                     key.budget.amount,
                     period_reset(key.budget.period, now),
                 )
-                if not key.limited:  # the budget is checked in the key's scope
-                    scopes.append(Scope("key:" + key.id, RateLimits(), f"k:{key.id}"))
-        model_limits = self.model_limits.get(route.name)
-        if model_limits:
-            scopes.append(Scope("model:" + route.name, model_limits, f"m:{route.name}"))
+        model_scope = self.model_scopes.get(route.name)
+        if model_scope is not None:
+            scopes.append(model_scope)
         admission = Admission()
         lookup_key = None
         cache = self.cache
         if cache is not None and endpoint in cache.endpoints:
             may_look, may_store = cache_control(headers.get("cache-control"))
-            scope = _cache_scope(cache, ctx.identity)
-            computed = cache_key(cache, scope, endpoint, route.name or model or "", stream, body)
-            if computed is None or not (may_look or may_store):
+            computed = None
+            if may_look or may_store:  # else the key would be thrown away: not computed
+                scope = _cache_scope(cache, ctx.identity)
+                model_name = route.name or model or ""
+                computed = cache_key(cache, scope, endpoint, model_name, stream, body)
+            if computed is None:
                 ctx.outcome.cache = BYPASS
             else:
                 admission.cache_key = computed
+                admission.capture_limit = cache.max_entry_bytes
                 admission.may_store = may_store
                 lookup_key = computed if may_look else None
                 ctx.outcome.cache = MISS if may_look else BYPASS

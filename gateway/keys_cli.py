@@ -79,7 +79,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if key is None:
             raise ValueError(f"no key {args.id!r}")
         if args.action == "show":
-            print(_describe(key, await _spent(store, key), settings))
+            print(_describe(key, await _spent(store, key)))
             return 0
         # revoke
         if args.id in config_keys:
@@ -196,7 +196,7 @@ def _state(key: Key, now: float) -> str:
     return "revoked" if key.revoked else "disabled" if key.disabled else "expired"
 
 
-def _describe(key: Key, spent: float | None, settings: Settings) -> str:
+def _describe(key: Key, spent: float | None) -> str:
     fields = msgspec.structs.asdict(key)
     fields.pop("secret_sha256")  # not a secret, but nothing anyone needs to see
     fields["state"] = _state(key, time.time())

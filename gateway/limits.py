@@ -72,10 +72,6 @@ def weight_of_previous(now: float) -> float:
     return 1.0 - (now % WINDOW) / WINDOW
 
 
-def sliding_count(previous: float, current: float, now: float) -> float:
-    return previous * weight_of_previous(now) + current
-
-
 def retry_after(previous: float, current: float, amount: float, limit: float, now: float) -> float:
     """Seconds until ``amount`` more would fit under ``limit``, if nothing else came."""
     if amount > limit:

@@ -251,6 +251,7 @@ class Pipeline:
             deployment.ended(_tokens(ctx.outcome.usage))
             on_stream_end(ctx, how, failure)
 
+        admission = ctx.admission
         relay = Relay(
             ctx,
             next_chunk,
@@ -263,7 +264,8 @@ class Pipeline:
             strip_usage=strip_usage and is_sse,
             # A provider that translates its stream sets the usage itself ("own").
             read_usage=is_sse and deployment.provider.stream_usage == "ask",
-            capture=ctx.admission.capture if ctx.admission is not None else None,
+            capture=admission.capture if admission is not None else None,
+            capture_limit=admission.capture_limit if admission is not None else 0,
             iterator=iterator,
         )
         return StreamingResponse(upstream.status, headers, relay.iterate(), relay.pump)

@@ -39,6 +39,7 @@ class Relay:
         "__weakref__",
         "_aborted",
         "_capture",
+        "_capture_room",
         "_close_upstream",
         "_ended",
         "_failure",
@@ -73,6 +74,7 @@ class Relay:
         strip_usage: bool = False,
         read_usage: bool = True,
         capture: list[bytes] | None = None,
+        capture_limit: int = 0,
         iterator: AsyncIterator[bytes] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -88,6 +90,7 @@ class Relay:
         self._stripper = UsageStripper() if strip_usage else None
         self.read_usage = read_usage  # whether the stream's tail may state its usage
         self._capture = capture  # gets every chunk as it came (for the response cache)
+        self._capture_room = capture_limit  # bytes it may still take before it is let go
         self._how = CLIENT_LEFT  # until it ends otherwise: stopped at a write, the client left
         self._failure: Exception | None = None
         self._sent = 0
@@ -202,8 +205,14 @@ class Relay:
     def _took(self, chunk: bytes) -> bytes:
         """A chunk read from upstream, as the client gets it (maybe nothing yet)."""
         self.last_chunk_at = self._timers.clock()
-        if self._capture is not None:
-            self._capture.append(chunk)
+        capture = self._capture
+        if capture is not None:
+            self._capture_room -= len(chunk)
+            if self._capture_room >= 0:
+                capture.append(chunk)
+            else:  # too large to be stored: stop holding it
+                capture.clear()
+                self._capture = None
         if self._stripper is not None:
             chunk = self._stripper.feed(chunk)
             if not chunk:

@@ -256,6 +256,23 @@ async def test_a_streamed_hit_replays_the_events_the_client_asked_for():
     assert b'"usage":{' in with_usage and with_usage.endswith(b"data: [DONE]\n\n")
 
 
+async def test_a_stream_too_large_to_store_is_relayed_whole_and_not_held():
+    held: list[int] = []
+
+    class Holding:
+        def on_complete(self, ctx) -> None:
+            held.append(sum(map(len, ctx.admission.capture)))
+
+    access = AccessControl(cache=CacheSettings(max_entry_bytes=100))
+    async with Gateway(registry(), access=access, hooks=[Holding()]) as gateway:
+        streams = [
+            await read(await gateway.handle(request("x", seed=4, stream=True))) for _ in range(2)
+        ]
+    assert streams[0] == streams[1] and len(streams[0]) > 100
+    assert streams[0].endswith(b"data: [DONE]\n\n")
+    assert held == [0, 0]  # let go once over the bound, not kept to the end
+
+
 class Redacting:
     """Hooks that change every answer: a hit must pass through them like a miss."""
 

@@ -215,7 +215,7 @@ class MemoryStore:
         if budget is not None and cost:
             spend_key = (budget.key_id, budget.period)
             self._spend[spend_key] = self._spend.get(spend_key, 0.0) + cost
-        ticket.scopes = ()  # settled once
+        ticket.scopes, ticket.budget = (), None  # settled once
 
     async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None:
         self.cache_put_now(cache_key, value, ttl)

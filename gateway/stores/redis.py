@@ -121,7 +121,6 @@ class RedisStore:
         self,
         url: str,
         timeout: float = 0.05,
-        key_prefix: str = "gw",
         on_event: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.url = url
@@ -135,7 +134,6 @@ class RedisStore:
         self._flushing: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = False
-        self.failures = 0
         self._on_failure: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -184,7 +182,6 @@ class RedisStore:
             return await operation(self.client)
         except (TimeoutError, RedisError, OSError) as exc:
             self._down_until = time.monotonic() + BREAKER_SECONDS
-            self.failures += 1
             if self._on_failure is not None:
                 self._on_failure()
             raise StoreUnavailable(f"Redis failed: {exc or type(exc).__name__}") from exc
