@@ -898,3 +898,18 @@ def test_errors_in_anthropic_shape():
         "message": "slow down",
     }
     assert json.loads(openai_error_to_anthropic(503, b"<html>"))["error"]["type"] == "api_error"
+
+
+def test_tool_arguments_nested_too_deeply_are_read_as_unreadable():
+    deep = "[" * 100_000 + "]" * 100_000  # past msgspec's recursion limit
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": deep}}
+    body, _ = to_anthropic(
+        messages=[
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c", "content": "done"},
+        ]
+    )
+    assert body["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "c", "name": "f", "input": {}}
+    ]

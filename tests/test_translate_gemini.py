@@ -346,3 +346,22 @@ def test_embeddings_one_and_many_and_base64():
     assert vectors == [(0.5, -0.25), (1.0, 2.0)]
     with pytest.raises(InvalidRequestError):
         embeddings_to_gemini(b'{"model": "m", "input": [[1, 2, 3]]}')  # tokens: text only
+
+
+def test_tool_arguments_and_results_nested_too_deeply_are_read_as_unreadable():
+    deep = "[" * 100_000 + "]" * 100_000  # past msgspec's recursion limit
+    body, _ = to_gemini(
+        messages=[
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": deep}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": deep},
+        ]
+    )
+    call, result = body["contents"][1]["parts"][0], body["contents"][2]["parts"][0]
+    assert call == {"functionCall": {"name": "f", "args": {}}}
+    assert result == {"functionResponse": {"name": "f", "response": {"content": deep}}}

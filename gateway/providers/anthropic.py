@@ -22,7 +22,7 @@ import msgspec
 from yarl import URL
 
 from ..errors import NotFoundError, UpstreamStatusError
-from ..headers import HeaderList, header_value
+from ..headers import UPSTREAM_REQUEST_ID, HeaderList, header_value
 from ..outcome import Usage
 from ..translate.anthropic import (
     Facts,
@@ -164,7 +164,7 @@ class AnthropicProvider(HTTPProvider):
     def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
         failure = error_to_openai(status, content)
         failure.headers = [
-            ("x-upstream-request-id" if k == "request-id" else k, v)
+            (UPSTREAM_REQUEST_ID if k == "request-id" else k, v)
             for k, v in headers
             if k != "content-type"
         ]

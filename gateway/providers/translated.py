@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from ..errors import (
-    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
@@ -111,8 +110,6 @@ class TranslatedResponse:
             return content
         try:
             return self._whole(content)
-        except UpstreamError:
-            raise
         except Exception as exc:  # a body that is not what the API promises
             raise UpstreamProtocolError(f"the upstream's answer could not be read: {exc}") from exc
 

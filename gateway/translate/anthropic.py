@@ -39,6 +39,9 @@ from .openai import (
     data_url,
     decode_chat,
     event_data,
+    invalid,
+    message_parts,
+    tool_arguments,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -167,15 +170,6 @@ def _add_turn(
         turns.append({"role": role, "content": blocks})
 
 
-def _parts(message: Message) -> list[Part]:
-    content = message.content
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [Part(type="text", text=content)]
-    return content
-
-
 def _text_block(part: Part) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "text", "text": part.text or ""}
     if part.cache_control is not None:
@@ -185,7 +179,7 @@ def _text_block(part: Part) -> dict[str, Any]:
 
 def _text_blocks(message: Message, where: str) -> list[dict[str, Any]]:
     blocks = []
-    for j, part in enumerate(_parts(message)):
+    for j, part in enumerate(message_parts(message)):
         if part.type != "text":
             raise InvalidRequestError(
                 f"Invalid '{where}.content[{j}]': a {message.role} message takes text only.",
@@ -199,7 +193,9 @@ def _text_blocks(message: Message, where: str) -> list[dict[str, Any]]:
 
 
 def _user_blocks(message: Message, where: str) -> list[dict[str, Any]]:
-    blocks = [_user_block(part, f"{where}.content[{j}]") for j, part in enumerate(_parts(message))]
+    blocks = [
+        _user_block(part, f"{where}.content[{j}]") for j, part in enumerate(message_parts(message))
+    ]
     kept = [b for b in blocks if b["type"] != "text" or b["text"]]
     # Anthropic refuses empty text blocks; a message of nothing but one is left for
     # Anthropic to refuse with its own words.
@@ -218,9 +214,9 @@ def _user_block(part: Part, where: str) -> dict[str, Any]:
         if part.file.filename:
             block["title"] = part.file.filename
     elif kind == "input_audio":
-        raise _unsupported(where, "Claude models do not take audio input")
+        raise invalid(where, "Claude models do not take audio input")
     else:
-        raise _unsupported(where, f"content parts of type {kind!r} cannot be sent to Claude")
+        raise invalid(where, f"content parts of type {kind!r} cannot be sent to Claude")
     if part.cache_control is not None:
         block["cache_control"] = part.cache_control
     return block
@@ -231,11 +227,11 @@ def _image_source(url: str, where: str) -> dict[str, Any]:
     if parsed is not None:
         media_type, data = parsed
         if media_type not in IMAGE_TYPES:
-            raise _unsupported(where, f"images of type {media_type} cannot be sent to Claude")
+            raise invalid(where, f"images of type {media_type} cannot be sent to Claude")
         return {"type": "base64", "media_type": media_type, "data": data}
     if url.startswith(("https://", "http://")):
         return {"type": "url", "url": url}  # Anthropic fetches it
-    raise _unsupported(where, "an image must be an http(s) URL or a base64 data URL")
+    raise invalid(where, "an image must be an http(s) URL or a base64 data URL")
 
 
 def _document_source(part: Part, where: str) -> dict[str, Any]:
@@ -243,40 +239,31 @@ def _document_source(part: Part, where: str) -> dict[str, Any]:
     assert file is not None
     parsed = data_url(file.file_data) if file.file_data else None
     if parsed is None:
-        raise _unsupported(where, "a file must be sent as file_data (a base64 data URL)")
+        raise invalid(where, "a file must be sent as file_data (a base64 data URL)")
     media_type, data = parsed
     if media_type != "application/pdf":
-        raise _unsupported(where, f"files of type {media_type} cannot be sent to Claude")
+        raise invalid(where, f"files of type {media_type} cannot be sent to Claude")
     return {"type": "base64", "media_type": media_type, "data": data}
 
 
 def _assistant_blocks(message: Message, where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = list(message.thinking_blocks or ())
-    for j, part in enumerate(_parts(message)):
+    for j, part in enumerate(message_parts(message)):
         if part.type == "text":
             if part.text:
                 blocks.append(_text_block(part))
         elif part.type != "refusal":
-            raise _unsupported(f"{where}.content[{j}]", "an assistant message takes text only")
+            raise invalid(f"{where}.content[{j}]", "an assistant message takes text only")
     for call in message.tool_calls or ():
         blocks.append(
             {
                 "type": "tool_use",
                 "id": call.id,
                 "name": call.function.name,
-                "input": _arguments(call.function.arguments),
+                "input": tool_arguments(call.function.arguments),
             }
         )
     return blocks
-
-
-def _arguments(arguments: str) -> Any:
-    """A tool call's arguments (a JSON string) as the object Anthropic's ``input`` is."""
-    try:
-        value = _decode(arguments) if arguments else {}
-    except msgspec.DecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _tool_result_content(message: Message, where: str) -> str | list[dict[str, Any]]:
@@ -293,7 +280,7 @@ def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
         function = tool.function
         if tool.type != "function" or function is None:
             why = f"tools of type {tool.type!r} cannot be sent to Claude"
-            raise _unsupported(f"tools[{i}]", why)
+            raise invalid(f"tools[{i}]", why)
         out: dict[str, Any] = {"name": function.name}
         if function.description:
             out["description"] = function.description
@@ -365,11 +352,6 @@ def _thinking(request: ChatRequest, max_tokens: int) -> dict[str, Any] | None:
     return {"type": "enabled", "budget_tokens": budget}
 
 
-def _unsupported(where: str, why: str) -> InvalidRequestError:
-    param = re.split(r"[.\[]", where, maxsplit=1)[0]
-    return InvalidRequestError(f"Invalid '{where}': {why}.", param=param)
-
-
 # ============================================================== Anthropic -> OpenAI
 
 
@@ -433,12 +415,12 @@ _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_Event).decode
 
 
-def usage_of(usage: _Usage, output: int | None = None) -> Usage:
+def usage_of(usage: _Usage) -> Usage:
     """Anthropic's usage in OpenAI's terms: the prompt is input plus cache reads and writes."""
     read = usage.cache_read_input_tokens or 0
     write = usage.cache_creation_input_tokens or 0
     prompt = (usage.input_tokens or 0) + read + write
-    completion_tokens = output if output is not None else usage.output_tokens or 0
+    completion_tokens = usage.output_tokens or 0
     details = usage.output_tokens_details
     return Usage(
         prompt_tokens=prompt,
@@ -1120,10 +1102,6 @@ def _anthropic_usage(usage: _OAIUsage | None) -> dict[str, int]:
     }
 
 
-def _input_of(arguments: str | None) -> Any:
-    return _arguments(arguments or "")
-
-
 def chat_to_message(content: bytes, model: str) -> bytes:
     """A ``chat.completion`` as an Anthropic Message."""
     answer = _decode_oai(content)
@@ -1141,7 +1119,7 @@ def chat_to_message(content: bytes, model: str) -> bytes:
                 "type": "tool_use",
                 "id": call.id or "",
                 "name": function.name or "",
-                "input": _input_of(function.arguments),
+                "input": tool_arguments(function.arguments or ""),
             }
         )
     out = {

@@ -40,6 +40,9 @@ from .openai import (
     data_url,
     decode_chat,
     event_data,
+    invalid,
+    message_parts,
+    tool_arguments,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -101,16 +104,23 @@ def chat_to_gemini(body: bytes) -> tuple[bytes, Facts]:
         where = f"messages[{i}]"
         role = message.role
         if role in ("system", "developer"):
-            system += [{"text": p.text} for p in _parts(message) if p.type == "text" and p.text]
+            system += [
+                {"text": p.text} for p in message_parts(message) if p.type == "text" and p.text
+            ]
         elif role == "user":
-            add("user", [_part(p, f"{where}.content[{j}]") for j, p in enumerate(_parts(message))])
+            add(
+                "user",
+                [_part(p, f"{where}.content[{j}]") for j, p in enumerate(message_parts(message))],
+            )
         elif role == "assistant":
-            parts = [{"text": p.text} for p in _parts(message) if p.type == "text" and p.text]
+            parts = [
+                {"text": p.text} for p in message_parts(message) if p.type == "text" and p.text
+            ]
             for call in message.tool_calls or ():
                 names[call.id] = call.function.name
                 call_part = {
                     "name": call.function.name,
-                    "args": _arguments(call.function.arguments),
+                    "args": tool_arguments(call.function.arguments),
                 }
                 parts.append({"functionCall": call_part})
             add("model", parts)
@@ -139,15 +149,6 @@ def chat_to_gemini(body: bytes) -> tuple[bytes, Facts]:
     return _encode(out), facts
 
 
-def _parts(message: Message) -> list[Part]:
-    content = message.content
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [Part(type="text", text=content)]
-    return content
-
-
 def _part(part: Part, where: str) -> dict[str, Any]:
     kind = part.type
     if kind == "text":
@@ -158,12 +159,12 @@ def _part(part: Part, where: str) -> dict[str, Any]:
     if kind == "file" and part.file is not None:
         if part.file.file_data:
             return _media(part.file.file_data, where)
-        raise _invalid(where, "a file must be sent as file_data (a base64 data URL)")
+        raise invalid(where, "a file must be sent as file_data (a base64 data URL)")
     if kind == "input_audio" and part.input_audio is not None:
         audio = part.input_audio
         mime = AUDIO_TYPES.get(str(audio.get("format")), f"audio/{audio.get('format')}")
         return {"inlineData": {"mimeType": mime, "data": str(audio.get("data", ""))}}
-    raise _invalid(where, f"content parts of type {kind!r} cannot be sent to Gemini")
+    raise invalid(where, f"content parts of type {kind!r} cannot be sent to Gemini")
 
 
 def _media(url: str, where: str) -> dict[str, Any]:
@@ -177,15 +178,7 @@ def _media(url: str, where: str) -> dict[str, Any]:
         if guessed:
             file["mimeType"] = guessed
         return {"fileData": file}
-    raise _invalid(where, "media must be an http(s) URL or a base64 data URL")
-
-
-def _arguments(arguments: str) -> Any:
-    try:
-        value = _decode(arguments) if arguments else {}
-    except msgspec.DecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    raise invalid(where, "media must be an http(s) URL or a base64 data URL")
 
 
 def _tool_response(message: Message) -> dict[str, Any]:
@@ -198,7 +191,7 @@ def _tool_response(message: Message) -> dict[str, Any]:
     )
     try:
         value = _decode(text) if text else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         value = None
     return value if isinstance(value, dict) else {"content": text}
 
@@ -208,7 +201,7 @@ def _declarations(request: ChatRequest) -> list[dict[str, Any]]:
     for i, tool in enumerate(request.tools or ()):
         function = tool.function
         if tool.type != "function" or function is None:
-            raise _invalid(f"tools[{i}]", f"tools of type {tool.type!r} cannot be sent to Gemini")
+            raise invalid(f"tools[{i}]", f"tools of type {tool.type!r} cannot be sent to Gemini")
         declaration: dict[str, Any] = {"name": function.name}
         if function.description:
             declaration["description"] = function.description
@@ -272,11 +265,6 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
             )
         config["thinkingConfig"] = {"thinkingBudget": budget}
     return config
-
-
-def _invalid(where: str, why: str) -> InvalidRequestError:
-    param = re.split(r"[.\[]", where, maxsplit=1)[0]
-    return InvalidRequestError(f"Invalid '{where}': {why}.", param=param)
 
 
 # ================================================================= Gemini -> OpenAI

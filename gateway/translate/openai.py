@@ -19,19 +19,20 @@ import msgspec
 
 from ..errors import InvalidRequestError
 from ..outcome import Usage
-from ..sse import EventSplitter
 
 __all__ = [
     "DONE",
     "ChatRequest",
     "ChunkWriter",
-    "EventSplitter",
     "Message",
     "Part",
     "completion",
     "data_url",
     "decode_chat",
     "event_data",
+    "invalid",
+    "message_parts",
+    "tool_arguments",
     "usage_json",
     "usage_of_completion",
 ]
@@ -180,6 +181,32 @@ def decode_chat(body: bytes) -> ChatRequest:
         raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
     except RecursionError:
         raise InvalidRequestError("The request body is nested too deeply.") from None
+
+
+def invalid(where: str, why: str) -> InvalidRequestError:
+    """A 400 for a request that cannot be said to the upstream, naming the top-level param."""
+    param = re.split(r"[.\[]", where, maxsplit=1)[0]
+    return InvalidRequestError(f"Invalid '{where}': {why}.", param=param)
+
+
+def message_parts(message: Message) -> list[Part]:
+    """A message's content as parts (a string is one text part)."""
+    content = message.content
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Part(type="text", text=content)]
+    return content
+
+
+def tool_arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's arguments (a JSON string) as an object; ``{}`` for anything else,
+    as OpenAI's own SDKs treat arguments they cannot read."""
+    try:
+        value = msgspec.json.decode(arguments) if arguments else {}
+    except (msgspec.DecodeError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*?;base64,", re.ASCII)
