@@ -146,7 +146,7 @@ def describe(settings: Settings, gateway: Gateway, say: logging.Logger | None = 
         say.warning("GATEWAY_API_KEYS is not set: clients are not authenticated")
     if gateway.hooks.hooks:
         say.info("hooks: %s", ", ".join(_named(h) for h in gateway.hooks.hooks))
-    say.info("store: %s", _redacted(settings.redis_url) if settings.redis_url else "in memory")
+    say.info("store: %s", redacted(settings.redis_url) if settings.redis_url else "in memory")
     if gateway.tracer is not None:
         say.info("tracing: OpenTelemetry spans by OTLP/HTTP")
     for warning in budget_warnings(gateway):
@@ -166,11 +166,12 @@ def _named(hook: object) -> str:
     return f"{type(hook).__module__}.{type(hook).__qualname__}"
 
 
-def _redacted(url: str) -> str:
-    """A Redis URL without its password."""
+def redacted(url: str) -> str:
+    """A Redis URL without its password: the user info and the query (``?password=``)."""
     scheme, _, rest = url.partition("://")
-    _, at, host = rest.rpartition("@")
-    return f"{scheme}://{'***@' if at else ''}{host}"
+    _, at, rest = rest.rpartition("@")
+    where, query, _ = rest.partition("?")
+    return f"{scheme}://{'***@' if at else ''}{where}{'?***' if query else ''}"
 
 
 def budget_warnings(gateway: Gateway) -> list[str]:

@@ -220,7 +220,8 @@ class _Env:
     def redis_url(self, name: str) -> str | None:
         raw = self.text(name)
         if raw is not None and not raw.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+            # (Not repeated: it may hold a password.)
+            raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL")
         return raw
 
     def url(self, name: str) -> str | None:

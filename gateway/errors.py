@@ -50,6 +50,10 @@ class GatewayError(Exception):
     def body(self) -> bytes:
         return _encode(ErrorEnvelope(ErrorBody(self.message, self.type, self.param, self.code)))
 
+    def loggable(self) -> str:
+        """What logs and traces may say of this error: the gateway's own words."""
+        return self.message
+
 
 class ClientError(GatewayError):
     """The request cannot be served as sent."""
@@ -179,6 +183,10 @@ class UpstreamStatusError(UpstreamError):
 
     def body(self) -> bytes:
         return self.content
+
+    def loggable(self) -> str:
+        # The upstream's own words stay out of logs and traces: they may quote the request.
+        return f"upstream answered {self.status}"
 
 
 class ShuttingDownError(GatewayError):

@@ -135,7 +135,7 @@ class Forwarder:
                             ctx.request_id,
                             attempts,
                             deployment.name,
-                            failure.message,
+                            failure.loggable(),
                             wait,
                         )
                         await asyncio.sleep(wait)

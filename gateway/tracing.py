@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .errors import GatewayError
+
 if TYPE_CHECKING:
     from .balancing import Deployment
     from .context import RequestContext
@@ -117,7 +119,8 @@ class Tracer:
             span.set_attribute("http.response.status_code", status)
         if error is not None:
             span.set_attribute("error.type", type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            said = error.loggable() if isinstance(error, GatewayError) else str(error)
+            span.set_status(Status(StatusCode.ERROR, said))
         span.end()
 
     def end_request(self, ctx: RequestContext) -> None:

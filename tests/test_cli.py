@@ -294,3 +294,14 @@ def test_keys_create_refuses_a_key_that_could_not_be_used(args, words):
     result = run_gateway({}, "keys", "create", *args)
     assert result.returncode == 1
     assert words in result.stderr
+
+
+def test_a_redis_password_is_never_printed():
+    url = "redis://user:pw-in-userinfo@127.0.0.1:1/0?password=pw-in-query"
+    result = run_gateway({"GATEWAY_REDIS_URL": url}, "--check")
+    assert result.returncode == 0, result.stderr
+    assert "store: redis://***@127.0.0.1:1/0?***" in result.stdout + result.stderr
+    wrong = run_gateway({"GATEWAY_REDIS_URL": "http://user:pw-wrong-scheme@127.0.0.1:1"}, "--check")
+    assert wrong.returncode == 1 and "GATEWAY_REDIS_URL" in wrong.stderr
+    for printed in (result.stdout + result.stderr, wrong.stdout + wrong.stderr):
+        assert "pw-" not in printed

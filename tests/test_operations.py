@@ -422,6 +422,20 @@ def test_json_log_format_for_the_gateway_and_its_server(upstream_server, tmp_pat
         assert any(name.startswith("_granian") for name in loggers)
 
 
+def test_a_retry_is_logged_without_the_upstreams_own_words(upstream_server, tmp_path_factory):
+    # An upstream's error message may quote the request: the log says its status instead.
+    env = upstream_env(upstream_server, GATEWAY_RETRIES="1", GATEWAY_ACCESS_LOG="off")
+    gateway = start_gateway(tmp_path_factory, "granian", env)
+    try:
+        answer = raw_request(gateway.url, "POST", CHAT, body("fail:502:1"), JSON)
+    finally:
+        gateway.stop()
+    assert answer.status == 200, answer
+    retries = [line for line in gateway.log().splitlines() if "retrying in" in line]
+    assert len(retries) == 1 and "upstream answered 502" in retries[0], retries
+    assert "upstream says" not in gateway.log()
+
+
 # ------------------------------------------------------------------ tracing
 
 
