@@ -285,7 +285,7 @@ def _providers(settings: Settings, file: ConfigFile) -> dict[str, Provider]:
     return providers
 
 
-def routing_defaults(settings: Settings, file: ConfigFile | None = None) -> RoutingDefaults:
+def routing_defaults(settings: Settings, file: ConfigFile) -> RoutingDefaults:
     """The environment's timeouts and retries, refined by the file's ``[routing]`` table."""
     base = RoutingDefaults(
         timeouts=Timeouts(
@@ -296,7 +296,6 @@ def routing_defaults(settings: Settings, file: ConfigFile | None = None) -> Rout
         ),
         retry=Retry(retries=settings.retries),
     )
-    file = file or load_file(settings)
     if file.routing is None:
         return base
     return RoutingDefaults(**_routing(file.routing, base))

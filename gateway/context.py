@@ -7,6 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .headers import safe_header_value
 from .outcome import Outcome
 
 if TYPE_CHECKING:
@@ -26,13 +27,7 @@ def new_request_id() -> str:
 
 def _acceptable_request_id(value: str | None) -> bool:
     """A client's own id is echoed in a header: printable ASCII, no edge spaces, short."""
-    return (
-        value is not None
-        and 0 < len(value) <= 128
-        and value.isascii()
-        and value.isprintable()
-        and value.strip() == value
-    )
+    return value is not None and 0 < len(value) <= 128 and safe_header_value(value) is not None
 
 
 def reset_request_ids() -> None:
@@ -61,7 +56,6 @@ class RequestContext:
         "request_id",
         "span",
         "started",
-        "task",
         "upstream_seconds",
     )
 

@@ -121,11 +121,6 @@ def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-def header_block_size(headers: Headers) -> int:
-    """About how many bytes the header block took on the wire (``name: value\\r\\n``)."""
-    return sum(len(name) + len(value) + 4 for name, value in headers.items())
-
-
 def safe_header_value(value: str) -> str | None:
     """``value`` if it can be sent as a header value as it is, else ``None``.
 

@@ -83,13 +83,6 @@ class _Histogram:
         self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
         self.series: dict[Labels, list[float]] = {}
 
-    def observe(self, labels: Labels, value: float) -> None:
-        series = self.series.get(labels)
-        if series is None:
-            series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
-        series[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value
-        series[-1] += value
-
 
 class _Tally:
     """Everything counted of the requests that share a model, deployment, endpoint and
@@ -447,14 +440,8 @@ def render(snapshots: list[Snapshot], families: Families) -> bytes:
         for name, hseries in snapshot.histograms.items():
             hmerged = histograms.setdefault(name, {})
             for labels, values in hseries:
-                labels = tuple(labels)
-                current = hmerged.get(labels)
-                hmerged[labels] = (
-                    list(values)
-                    if current is None
-                    else [a + b for a, b in zip(current, values, strict=True)]
-                )
-        if not _alive(snapshot.pid) and snapshot.pid != os.getpid():
+                _add(hmerged, tuple(labels), values)
+        if not _alive(snapshot.pid):
             continue
         for name, series in snapshot.gauges.items():
             gmerged = gauges.setdefault(name, {})

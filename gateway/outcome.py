@@ -22,18 +22,6 @@ REFUSED = "refused"  # the gateway refused the request (4xx of its own)
 UPSTREAM_ERROR = "upstream_error"  # no upstream gave an answer (error status, timeout…)
 FAILED = "failed"  # a bug or a failing hook inside the gateway (500)
 
-OUTCOMES = (
-    ANSWERED,
-    STREAMED,
-    STREAM_BROKEN,
-    IDLE_TIMEOUT,
-    CLIENT_LEFT,
-    DRAINED,
-    REFUSED,
-    UPSTREAM_ERROR,
-    FAILED,
-)
-
 # The status logged for a client that left before it got its status (nginx's convention).
 CLIENT_CLOSED = 499
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from .headers import Headers
     from .providers import UpstreamRequest
 
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = ("traceparent", "tracestate")
 # The GenAI conventions' operation names for the gateway's endpoints.
@@ -44,10 +42,6 @@ _OPERATIONS = {
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
-
-
-def enabled(environ: Mapping[str, str]) -> bool:
-    return any(environ.get(name) for name in ENDPOINT_VARIABLES)
 
 
 class _HeaderGetter:

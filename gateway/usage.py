@@ -77,13 +77,10 @@ def usage_of_answer(body: bytes) -> Usage | None:
     return None if wire is None else wire.usage()
 
 
-_USAGE_KEY = _USAGE_OBJECT
-
-
 def usage_of_stream_tail(tail: bytes) -> Usage | None:
     """The usage in the last event of ``tail`` that states one (the stream's last bytes)."""
     position = len(tail)
-    while (position := tail.rfind(_USAGE_KEY, 0, position)) != -1:
+    while (position := tail.rfind(_USAGE_OBJECT, 0, position)) != -1:
         start = tail.rfind(b"data:", 0, position)
         if start == -1:
             return None
@@ -145,7 +142,7 @@ class UsageStripper:
         for null in _NULL_USAGE:
             if data.find(null) != -1:
                 data = data.replace(null, b"")
-        position = data.find(_USAGE_KEY)
+        position = data.find(_USAGE_OBJECT)
         while position != -1:
             start, end = _event_span(data, position)
             event = data[start:end]
@@ -156,7 +153,7 @@ class UsageStripper:
                 if any(event.find(empty) != -1 for empty in _EMPTY_CHOICES):
                     data = data[:start] + data[end:]  # the event the client did not ask for
                     end = start
-            position = data.find(_USAGE_KEY, end)
+            position = data.find(_USAGE_OBJECT, end)
         return data
 
 

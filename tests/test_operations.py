@@ -270,6 +270,19 @@ def test_every_outcome_has_its_line(upstream_server, tmp_path_factory, server):
     assert drained_line["error_code"] == "shutting_down"
 
 
+def test_a_cut_body_is_logged_with_its_client(operated):
+    with socket.create_connection(("127.0.0.1", operated.process.port)) as sock:
+        head = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Length: 100\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"model": "cut-short"')
+        sock.shutdown(socket.SHUT_WR)
+        assert b" 400 " in _read_until(sock, b"\r\n")
+    line = operated.line_where(error_code="incomplete_body")
+    assert line["status"] == 400 and line["client"].startswith("127.0.0.1")
+
+
 def _read_until(sock: socket.socket, marker: bytes, timeout: float = 5.0) -> bytes:
     sock.settimeout(timeout)
     data = b""

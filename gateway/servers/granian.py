@@ -71,7 +71,9 @@ class RSGIApp:
                 else:
                     body = await self._read_limited(protocol)
             except ProtocolClosed:  # the body ended early, or its chunked framing is broken
-                request = Request(scope.method, scope.path, scope.query_string, headers, b"")
+                request = Request(
+                    scope.method, scope.path, scope.query_string, headers, b"", scope.client
+                )
                 response = await self.gateway.refuse(request, IncompleteBodyError())
             else:
                 request = Request(

@@ -189,7 +189,7 @@ class RobynAdapter:
         else:
             response = await self.gateway.handle(incoming)
         if type(response) is StreamingResponse:
-            media_type = next((v for k, v in response.headers if k.lower() == "content-type"), "")
+            media_type = response.header("content-type") or ""
             return RobynStreamingResponse(
                 response.iterate(),
                 status_code=response.status,
