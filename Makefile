@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP   := $(VENV)/.installed-dev
 
-.PHONY: run test lint format bench bench-micro bench-cost bench-timeline clean
+.PHONY: run test lint format bench bench-micro bench-cost bench-timeline valgrind clean
 
 $(SERVE_STAMP): pyproject.toml
 	@echo "make: installing the gateway and what serving needs into $(VENV) (first run only, about a minute)"
@@ -36,9 +36,12 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 
 # Timings under load (locust), then instructions per request (callgrind: bench-cost).
-bench: $(DEV_STAMP)
-	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
+bench: $(DEV_STAMP) valgrind
 	$(BIN)/python -m bench
+
+# The instruction counts run under valgrind (Debian's): install it if missing.
+valgrind:
+	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results
@@ -48,8 +51,7 @@ bench-micro: $(DEV_STAMP)
 		--benchmark-columns=min,median,mean,stddev,rounds --benchmark-sort=name
 
 # Instructions per request under valgrind's callgrind (steady, unlike timings): bench/cost.py.
-bench-cost: $(DEV_STAMP)
-	command -v valgrind >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind)
+bench-cost: $(DEV_STAMP) valgrind
 	$(BIN)/python -m bench.cost
 
 # Where one request's time goes, step by step (gateway and ceiling): bench/timeline.py.

@@ -135,7 +135,7 @@ def _count(name: str, default: int, minimum: int) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) < minimum:
-        sys.exit(f"bench.cost: {name}: expected a whole number >= {minimum}, got {raw!r}")
+        sys.exit(f"bench: {name}: expected a whole number >= {minimum}, got {raw!r}")
     return int(raw)
 
 
@@ -147,7 +147,7 @@ def _names(variable: str, known: tuple[str, ...], family: bool) -> tuple[str, ..
     for name in (n.strip() for n in raw.split(",") if n.strip()):
         matches = [k for k in known if k == name or (family and k.startswith(name + "-"))]
         if not matches:
-            sys.exit(f"bench.cost: {variable}: unknown {name!r}; choose from {', '.join(known)}")
+            sys.exit(f"bench: {variable}: unknown {name!r}; choose from {', '.join(known)}")
         chosen += [m for m in matches if m not in chosen]
     return tuple(k for k in known if k in chosen)
 

@@ -41,7 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cost import _count, _names
 from bench.harness import (
+    DONE,
     ROOT,
     TARGETS,
     Client,
@@ -109,7 +111,7 @@ def timed_post(client: Client, body: bytes, stream: bool) -> Sample:
     rest = response.read()
     done = time.monotonic_ns()
     data = chunk + rest
-    if response.status != 200 or (stream and not data.endswith(b"data: [DONE]\n\n")):
+    if response.status != 200 or (stream and not data.endswith(DONE)):
         raise RuntimeError(f"{response.status}: {data[-200:]!r}")
     return Sample(sent, headers, first, done)
 
@@ -210,14 +212,13 @@ def table(name: str, per_target: dict[str, list[dict[str, float]]]) -> list[str]
 
 
 def main() -> None:
-    requests = int(os.environ.get("BENCH_TIMELINE_REQUESTS", "200") or 200)
-    warmup = int(os.environ.get("BENCH_TIMELINE_WARMUP", "20") or 20)
-    names = [
-        n.strip() for n in os.environ.get("BENCH_TIMELINE_TARGETS", "ceiling,gateway").split(",")
-    ]
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown or requests < 1:
-        sys.exit(f"bench.timeline: unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+    requests = _count("BENCH_TIMELINE_REQUESTS", 200, 1)
+    warmup = _count("BENCH_TIMELINE_WARMUP", 20, 0)
+    names = ("ceiling", "gateway")
+    if os.environ.get("BENCH_TIMELINE_TARGETS", "").strip():
+        names = _names("BENCH_TIMELINE_TARGETS", tuple(TARGETS), family=False)
+    if needing := [n for n in names if TARGETS[n].redis]:
+        sys.exit(f"bench.timeline: {', '.join(needing)} needs Redis: measure it with bench-cost")
     results = ROOT / "bench" / "results" / time.strftime("timeline-%Y%m%d-%H%M%S")
     results.mkdir(parents=True, exist_ok=True)
     cores = sorted(os.sched_getaffinity(0))

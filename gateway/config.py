@@ -482,7 +482,8 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
             from .tracing import Tracer
         except ImportError:
             raise ConfigError(
-                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not installed: "
+                "an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or "
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), but OpenTelemetry is not installed: "
                 "pip install 'gateway[otel]'"
             ) from None
         tracer = Tracer()
