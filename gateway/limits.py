@@ -62,6 +62,27 @@ class Window(NamedTuple):
     remaining_tokens: int | None
     reset: float  # seconds until the oldest counted minute no longer counts
 
+    @classmethod
+    def of(
+        cls,
+        limits: RateLimits,
+        used_requests: float,
+        used_tokens: float,
+        tokens: int,
+        taken: bool,
+        now: float,
+    ) -> Window:
+        """The window of a scope that had used this much (sliding counts) before a
+        request of ``tokens``, which it ``taken`` or refused."""
+        rpm, tpm, _ = limits
+        return cls(
+            rpm,
+            None if rpm is None else int(rpm - used_requests - taken),
+            tpm,
+            None if tpm is None else int(tpm - used_tokens - tokens * taken),
+            WINDOW - now % WINDOW,
+        )
+
 
 def minute(now: float) -> int:
     return int(now // WINDOW)

@@ -145,7 +145,9 @@ class ModelRegistry:
         return {name: route.name for name, route in self._routes.items() if name != route.name}
 
     def routes(self) -> list[Route]:
-        """Every route once (aliases share their model's), the default route included."""
+        """Every route once (aliases share their model's). The default route is one only
+        in open mode: with models listed it serves just the requests that name none, so
+        its deployment is left out of readiness, the cooling gauge and shared limits."""
         routes: dict[int, Route] = {}
         if self._default_route is not None and not self._routes:
             routes[id(self._default_route)] = self._default_route

@@ -170,13 +170,7 @@ class MemoryStore:
                     refusal = Refusal(scope.id, "parallel", 1.0)
             if window is None:
                 taken = refusal is None
-                window = Window(
-                    rpm,
-                    None if rpm is None else int(rpm - used_requests - taken),
-                    tpm,
-                    None if tpm is None else int(tpm - used_tokens - tokens * taken),
-                    60.0 - now % 60.0,
-                )
+                window = Window.of(scope.limits, used_requests, used_tokens, tokens, taken, now)
             if refusal is not None:
                 return Verdict(ticket, refusal, window)
         spent = self._spend.get((budget.key_id, budget.period), 0.0) if budget is not None else 0.0

@@ -279,16 +279,8 @@ class RedisStore:
             previous_r, current_r, previous_t, current_t = (float(c) for c in counts)
             rpm, tpm, _ = scope.limits
             if window is None:  # the first scope's counts (before this request) for headers
-                taken = not reason
-                window = Window(
-                    rpm,
-                    None if rpm is None else int(rpm - previous_r * weight - current_r - taken),
-                    tpm,
-                    None
-                    if tpm is None
-                    else int(tpm - previous_t * weight - current_t - tokens * taken),
-                    60.0 - now % 60.0,
-                )
+                used_r, used_t = previous_r * weight + current_r, previous_t * weight + current_t
+                window = Window.of(scope.limits, used_r, used_t, tokens, not reason, now)
             if reason:
                 if refusal is None:
                     if reason == "requests":
