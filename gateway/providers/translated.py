@@ -20,8 +20,9 @@ from ..errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ..headers import UPSTREAM_REQUEST_ID, HeaderList, passable_headers
+from ..headers import UPSTREAM_REQUEST_ID
 from .http import let_go
+from .openai import HTTPUpstreamResponse
 
 if TYPE_CHECKING:
     from ..context import RequestContext
@@ -46,22 +47,11 @@ class Translator(Protocol):
         ...
 
 
-class TranslatedResponse:
+class TranslatedResponse(HTTPUpstreamResponse):
     """An aiohttp response whose body (or stream) is translated into OpenAI's shape."""
 
-    __slots__ = (
-        "_ctx",
-        "_ended",
-        "_first",
-        "_response",
-        "_translator",
-        "_whole",
-        "content_type",
-        "headers",
-        "request_id",
-        "status",
-        "streamed",
-    )
+    __slots__ = ("_ctx", "_ended", "_translator", "_whole")
+    next_chunk = None  # type: ignore[assignment]  # its chunks go through iter_chunks()
 
     def __init__(
         self,
@@ -71,21 +61,20 @@ class TranslatedResponse:
         translator: Translator | None,
         request_id_header: str = "x-request-id",
     ) -> None:
-        self._response = response
+        super().__init__(response)
         self._ctx = ctx
         self._whole = whole
         self._translator = translator
-        self._first: bytes | None = None
         self._ended = False  # the upstream's stream was read to its end by first_chunk
-        self.status = status = response.status
-        upstream_type = response.headers.get("Content-Type", "")
+        status = self.status
+        upstream_type = self.content_type
         self.streamed = (
             translator is not None
             and status < 400
             and upstream_type.startswith("text/event-stream")
         )
         self.request_id = response.headers.get(request_id_header)
-        headers = passable_headers(response.headers.items())
+        headers = self.headers
         if status < 300:
             self.content_type = "text/event-stream" if self.streamed else "application/json"
             headers = [(k, v) for k, v in headers if k != "content-type"]
@@ -96,16 +85,10 @@ class TranslatedResponse:
             headers = [
                 (UPSTREAM_REQUEST_ID if k == request_id_header else k, v) for k, v in headers
             ]
-        self.headers: HeaderList = headers
+        self.headers = headers
 
     async def read(self) -> bytes:
-        try:
-            content = await self._response.read()
-        except (aiohttp.ClientError, ValueError) as exc:
-            self._response.close()
-            raise UpstreamProtocolError(f"upstream response broke off: {exc}") from exc
-        finally:
-            self._response.release()
+        content = await super().read()
         if self.status >= 300:
             return content
         try:
@@ -170,6 +153,3 @@ class TranslatedResponse:
             raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
         finally:
             let_go(response)
-
-    def close(self) -> None:
-        self._response.close()
