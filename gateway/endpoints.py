@@ -8,11 +8,15 @@ Struct — nested values are skipped, not built — and names its typed views fo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 
 from . import types
 from .errors import InvalidRequestError
+
+T = TypeVar("T")
 
 NOT_SENT = msgspec.Raw()  # a field the body does not have (empty: no JSON value is)
 
@@ -70,14 +74,7 @@ class Endpoint:
 
     def parse(self, body: bytes) -> Fields:
         """The routing fields of a JSON body, or an ``InvalidRequestError`` naming the param."""
-        try:
-            return self._decode(body)
-        except msgspec.ValidationError as exc:
-            raise _invalid(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
-        except RecursionError:
-            raise InvalidRequestError("The request body is nested too deeply.") from None
+        return decode_json(self._decode, body)
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name}>"
@@ -97,6 +94,18 @@ EMBEDDINGS = Endpoint("embeddings", EmbeddingFields, types.EmbeddingRequest, typ
 PASSTHROUGH = Endpoint("passthrough", AnyFields)
 
 
+def decode_json(decode: Callable[[bytes], T], body: bytes) -> T:
+    """``decode(body)``, or an ``InvalidRequestError`` that says what is wrong the OpenAI way."""
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None
+
+
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
 _AT = re.compile(r"^(.*) - at `\$\.?([^`]*)`$")
 _WHOLE = re.compile(r"^Expected `object`, got `(\w+)`$")
@@ -105,8 +114,14 @@ _WHOLE = re.compile(r"^Expected `object`, got `(\w+)`$")
 def _invalid(message: str) -> InvalidRequestError:
     """msgspec's validation message, said the OpenAI way and naming the top-level param."""
     if match := _MISSING.search(message):
-        param = match.group(1)
-        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+        field = match.group(1)
+        if at := _AT.match(message):  # missing inside a param: name the param, keep the path
+            path = at.group(2)
+            param = re.split(r"[.\[]", path, maxsplit=1)[0] or field
+            return InvalidRequestError(
+                f"Missing required parameter: '{path}.{field}'.", param=param
+            )
+        return InvalidRequestError(f"Missing required parameter: '{field}'.", param=field)
     if match := _AT.match(message):
         problem, path = match.groups()
         param = re.split(r"[.\[]", path, maxsplit=1)[0] or None

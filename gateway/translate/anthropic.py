@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from ..endpoints import decode_json
 from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
 from ..sse import EventSplitter
@@ -881,20 +882,9 @@ class MessagesRequest(msgspec.Struct, kw_only=True):
 _decode_messages_request = msgspec.json.Decoder(MessagesRequest).decode
 
 
-def _decode_front(body: bytes) -> MessagesRequest:
-    try:
-        return _decode_messages_request(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"Invalid request body: {exc}.") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
-    except RecursionError:
-        raise InvalidRequestError("The request body is nested too deeply.") from None
-
-
 def messages_to_chat(body: bytes) -> bytes:
     """An Anthropic Messages request as an OpenAI chat request (streams ask for usage)."""
-    request = _decode_front(body)
+    request = decode_json(_decode_messages_request, body)
     messages: list[dict[str, Any]] = []
     if request.system:
         system = (

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ..endpoints import decode_json
 from ..errors import InvalidRequestError
 from ..outcome import Usage
 
@@ -162,25 +163,11 @@ class ChatRequest(msgspec.Struct, kw_only=True):
 
 
 _decode_chat = msgspec.json.Decoder(ChatRequest).decode
-_AT = re.compile(r"^(.*) - at `\$\.?([^`]*)`$")
 
 
 def decode_chat(body: bytes) -> ChatRequest:
     """The request as a ``ChatRequest``, or a 400 naming what is wrong."""
-    try:
-        return _decode_chat(body)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _AT.match(message)
-        if match is None:
-            raise InvalidRequestError(f"Invalid request body: {message}.") from None
-        problem, path = match.groups()
-        param = re.split(r"[.\[]", path, maxsplit=1)[0] or None
-        raise InvalidRequestError(f"Invalid '{path}': {problem}.", param=param) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
-    except RecursionError:
-        raise InvalidRequestError("The request body is nested too deeply.") from None
+    return decode_json(_decode_chat, body)
 
 
 def invalid(where: str, why: str) -> InvalidRequestError:
