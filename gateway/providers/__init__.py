@@ -202,17 +202,11 @@ def openai_error(status: int, headers: HeaderList, content: bytes) -> UpstreamSt
         error = None
     if error is None:  # not OpenAI's shape: wrap what it said
         from ..errors import ErrorBody, ErrorEnvelope
+        from ..translate.openai import upstream_said
 
-        text = content[:500].decode("utf-8", "replace").strip()
+        said = upstream_said(status, content)
         body = msgspec.json.encode(
-            ErrorEnvelope(
-                ErrorBody(
-                    f"The upstream answered {status}" + (f": {text}" if text else "."),
-                    "upstream_error",
-                    None,
-                    f"upstream_{status}",
-                )
-            )
+            ErrorEnvelope(ErrorBody(said, "upstream_error", None, f"upstream_{status}"))
         )
         headers = [(k, v) for k, v in headers if k != "content-type"]
         headers.append(("content-type", "application/json"))

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from ..endpoints import decode_json
-from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
+from ..errors import InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
 from ..sse import EventSplitter
 from .openai import (
@@ -42,7 +42,9 @@ from .openai import (
     event_data,
     invalid,
     message_parts,
+    status_error,
     tool_arguments,
+    upstream_said,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -700,19 +702,6 @@ class _ErrorEnvelope(msgspec.Struct):
 _decode_error = msgspec.json.Decoder(_ErrorEnvelope).decode
 
 
-def openai_error_type(status: int) -> str:
-    """The error ``type`` OpenAI uses for a status."""
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
 class AnthropicStatusError(UpstreamStatusError):
     """An Anthropic error, in OpenAI's shape for the retry loop and OpenAI clients, that
     keeps Anthropic's own answer (``upstream_status``, ``upstream_body``) for Anthropic
@@ -730,10 +719,7 @@ def _failure(kind: str, message: str, status: int | None = None) -> AnthropicSta
     if status == 529 or kind == "overloaded_error":
         status = 503
     too_long = status == 400 and _TOO_LONG.search(message) is not None
-    code = "context_length_exceeded" if too_long else kind
-    body = _encode(ErrorEnvelope(ErrorBody(message, openai_error_type(status), None, code)))
-    headers = [("content-type", "application/json")]
-    return AnthropicStatusError(status, headers, body, too_long=too_long, message=message)
+    return status_error(status, message, kind, too_long, AnthropicStatusError)
 
 
 def error_to_openai(status: int, content: bytes) -> AnthropicStatusError:
@@ -743,9 +729,7 @@ def error_to_openai(status: int, content: bytes) -> AnthropicStatusError:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         error = None
     if error is None:
-        text = content[:500].decode("utf-8", "replace").strip()
-        message = f"The upstream answered {status}" + (f": {text}" if text else ".")
-        failure = _failure(f"upstream_{status}", message, status)
+        failure = _failure(f"upstream_{status}", upstream_said(status, content), status)
     else:
         failure = _failure(error.type, error.message, status)
         failure.upstream_body = content

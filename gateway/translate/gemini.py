@@ -26,10 +26,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
+from ..errors import InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
 from ..sse import EventSplitter
-from .anthropic import openai_error_type
 from .openai import (
     DONE,
     ChatRequest,
@@ -42,7 +41,9 @@ from .openai import (
     event_data,
     invalid,
     message_parts,
+    status_error,
     tool_arguments,
+    upstream_said,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -538,10 +539,7 @@ _decode_error = msgspec.json.Decoder(_ErrorEnvelope | list[_ErrorEnvelope]).deco
 
 def _failure(status: int, message: str, code: str | None) -> UpstreamStatusError:
     too_long = status == 400 and _TOO_LONG.search(message) is not None
-    code = "context_length_exceeded" if too_long else code
-    body = _encode(ErrorEnvelope(ErrorBody(message, openai_error_type(status), None, code)))
-    headers = [("content-type", "application/json")]
-    return UpstreamStatusError(status, headers, body, too_long=too_long, message=message)
+    return status_error(status, message, code, too_long)
 
 
 def error_to_openai(status: int, content: bytes) -> UpstreamStatusError:
@@ -555,9 +553,7 @@ def error_to_openai(status: int, content: bytes) -> UpstreamStatusError:
         decoded = decoded[0] if decoded else None
     error = decoded.error if decoded is not None else None
     if error is None:
-        text = content[:500].decode("utf-8", "replace").strip()
-        message = f"The upstream answered {status}" + (f": {text}" if text else ".")
-        return _failure(status, message, f"upstream_{status}")
+        return _failure(status, upstream_said(status, content), f"upstream_{status}")
     return _failure(status, error.message, error.status)
 
 

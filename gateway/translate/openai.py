@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from ..endpoints import decode_json
-from ..errors import InvalidRequestError
+from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
 
 __all__ = [
@@ -33,7 +33,10 @@ __all__ = [
     "event_data",
     "invalid",
     "message_parts",
+    "openai_error_type",
+    "status_error",
     "tool_arguments",
+    "upstream_said",
     "usage_json",
     "usage_of_completion",
 ]
@@ -168,6 +171,39 @@ _decode_chat = msgspec.json.Decoder(ChatRequest).decode
 def decode_chat(body: bytes) -> ChatRequest:
     """The request as a ``ChatRequest``, or a 400 naming what is wrong."""
     return decode_json(_decode_chat, body)
+
+
+def openai_error_type(status: int) -> str:
+    """The error ``type`` OpenAI uses for a status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+E = TypeVar("E", bound=UpstreamStatusError)
+
+
+def status_error(
+    status: int, message: str, code: str | None, too_long: bool, kind: type[E] = UpstreamStatusError
+) -> E:
+    """An upstream's error answer as the gateway's error, in OpenAI's shape; one that
+    says the prompt was too long for the model is ``context_length_exceeded``."""
+    code = "context_length_exceeded" if too_long else code
+    body = _encode(ErrorEnvelope(ErrorBody(message, openai_error_type(status), None, code)))
+    headers = [("content-type", "application/json")]
+    return kind(status, headers, body, too_long=too_long, message=message)
+
+
+def upstream_said(status: int, content: bytes) -> str:
+    """An error answer the gateway cannot read, as a message: its status and first bytes."""
+    text = content[:500].decode("utf-8", "replace").strip()
+    return f"The upstream answered {status}" + (f": {text}" if text else ".")
 
 
 def invalid(where: str, why: str) -> InvalidRequestError:
