@@ -32,10 +32,12 @@ from ..outcome import Usage
 from ..sse import EventSplitter
 from .openai import (
     DONE,
+    ROLE,
     ChatRequest,
     ChunkWriter,
     Message,
     Part,
+    arguments_text,
     completion,
     data_url,
     decode_chat,
@@ -435,10 +437,6 @@ def usage_of(usage: _Usage) -> Usage:
     )
 
 
-def _raw_text(raw: msgspec.Raw | None) -> str:
-    return bytes(raw).decode() if raw else "{}"
-
-
 def _unwrapped(arguments: str) -> str:
     """The answer inside a wrapped JSON tool's input (``{"values": answer}``)."""
     try:
@@ -463,7 +461,7 @@ def message_to_chat(content: bytes, facts: Facts) -> tuple[bytes, Usage | None]:
         if kind == "text":
             texts.append(block.text or "")
         elif kind == "tool_use":
-            arguments = _raw_text(block.input)
+            arguments = arguments_text(block.input)
             if facts.json_tool and block.name == JSON_TOOL:
                 answer = _unwrapped(arguments) if facts.json_wrapped else arguments
                 continue
@@ -504,7 +502,6 @@ _TOOL_START = (
     b'{"tool_calls":[{"index":%d,"id":%s,"type":"function","function":{"name":%s,"arguments":""}}]}'
 )
 _TOOL_ARGUMENTS = b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}'
-_ROLE = b'{"role":"assistant","content":""}'
 
 
 class MessagesStream:
@@ -592,7 +589,7 @@ class MessagesStream:
         elif kind == "message_start" and event.message is not None:
             message = event.message
             self._start_usage = message.usage
-            out.append(self._writer_for(message.id, message.model).delta(_ROLE))
+            out.append(self._writer_for(message.id, message.model).delta(ROLE))
         elif kind == "message_delta":
             self._message_delta(event, out)
         elif kind == "message_stop":
@@ -945,7 +942,10 @@ def _front_assistant(message: _InMessage, where: str) -> dict[str, Any]:
                 {
                     "id": block.id or "",
                     "type": "function",
-                    "function": {"name": block.name or "", "arguments": _raw_text(block.input)},
+                    "function": {
+                        "name": block.name or "",
+                        "arguments": arguments_text(block.input),
+                    },
                 }
             )
         # thinking and redacted_thinking blocks are Claude's own: other models drop them

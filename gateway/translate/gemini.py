@@ -31,10 +31,12 @@ from ..outcome import Usage
 from ..sse import EventSplitter
 from .openai import (
     DONE,
+    ROLE,
     ChatRequest,
     ChunkWriter,
     Message,
     Part,
+    arguments_text,
     completion,
     data_url,
     decode_chat,
@@ -359,7 +361,7 @@ def response_to_chat(content: bytes, facts: Facts) -> bytes:
         for part in candidate.content.parts if candidate.content is not None else ():
             if part.function_call is not None:
                 call = part.function_call
-                arguments = bytes(call.args).decode() if call.args else "{}"
+                arguments = arguments_text(call.args)
                 calls.append(
                     {
                         "id": call.id or _call_id(),
@@ -396,7 +398,6 @@ def response_to_chat(content: bytes, facts: Facts) -> bytes:
     return completion(ident, response.model_version or facts.model, choices, usage)
 
 
-_ROLE = b'{"role":"assistant","content":""}'
 _TOOL_CALL = (
     b'{"tool_calls":[{"index":%d,"id":%s,"type":"function","function":{"name":%s,"arguments":%s}}]}'
 )
@@ -499,7 +500,7 @@ class GeminiStream:
                     number = self._tools.get(index, 0)
                     self._tools[index] = number + 1
                     self._called.add(index)
-                    arguments = bytes(call.args).decode() if call.args else "{}"
+                    arguments = arguments_text(call.args)
                     delta = _TOOL_CALL % (
                         number,
                         _encode(call.id or _call_id()),
@@ -521,7 +522,7 @@ class GeminiStream:
     def _role(self, index: int, writer: ChunkWriter, out: list[bytes]) -> None:
         if index not in self._started:
             self._started.add(index)
-            out.append(writer.delta(_ROLE, None, index))
+            out.append(writer.delta(ROLE, None, index))
 
 
 # ----------------------------------------------------------------------------- errors

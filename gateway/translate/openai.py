@@ -23,10 +23,12 @@ from ..outcome import Usage
 
 __all__ = [
     "DONE",
+    "ROLE",
     "ChatRequest",
     "ChunkWriter",
     "Message",
     "Part",
+    "arguments_text",
     "completion",
     "data_url",
     "decode_chat",
@@ -167,6 +169,9 @@ class ChatRequest(msgspec.Struct, kw_only=True):
 
 _decode_chat = msgspec.json.Decoder(ChatRequest).decode
 
+# The first delta of an answer's stream: who speaks.
+ROLE = b'{"role":"assistant","content":""}'
+
 
 def decode_chat(body: bytes) -> ChatRequest:
     """The request as a ``ChatRequest``, or a 400 naming what is wrong."""
@@ -220,6 +225,11 @@ def message_parts(message: Message) -> list[Part]:
     if isinstance(content, str):
         return [Part(type="text", text=content)]
     return content
+
+
+def arguments_text(raw: msgspec.Raw | None) -> str:
+    """A tool call's arguments, sent as a JSON object, as OpenAI's arguments string."""
+    return bytes(raw).decode() if raw else "{}"
 
 
 def tool_arguments(arguments: str) -> dict[str, Any]:
