@@ -64,6 +64,8 @@ RESPONSE_HEADERS_DROPPED = _HOP_BY_HOP | {"content-encoding", "set-cookie", "dat
 # ``x-request-id`` is the gateway's (one value, or SDKs read a list as the id).
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
 
+JSON = "application/json"
+
 
 def forwardable_headers(headers: Headers, limit: int | None = None) -> HeaderList:
     """The client's headers that may go upstream. Names are lower-case, as servers give them.
@@ -110,6 +112,13 @@ def _without_connection_named(headers: HeaderList, connection: str) -> HeaderLis
     """Headers named in ``Connection`` belong to that hop only (RFC 9110 §7.6.1)."""
     named = {token.strip().lower() for token in connection.split(",")} - {"keep-alive", "close"}
     return [(k, v) for k, v in headers if k.lower() not in named] if named else headers
+
+
+def retyped(headers: Iterable[tuple[str, str]], content_type: str) -> HeaderList:
+    """``headers`` in a new list, with ``content_type`` for the body they now describe."""
+    kept = [h for h in headers if h[0] != "content-type"]
+    kept.append(("content-type", content_type))
+    return kept
 
 
 def header_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:

@@ -26,7 +26,7 @@ import msgspec
 
 from .endpoints import CHAT, Endpoint
 from .errors import GatewayError, NotFoundError, UpstreamStatusError
-from .headers import HeaderList
+from .headers import JSON, HeaderList, retyped
 from .http import Request, Response, StreamingResponse
 from .pipeline import json_body
 from .providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
@@ -65,7 +65,6 @@ COUNT_TOKENS_ENDPOINT = Endpoint(COUNT_TOKENS, CountTokensFields)
 
 # The translated chat request asks for the stream's usage itself (for message_delta).
 _USAGE_ASKED = msgspec.Raw(b'{"include_usage":true}')
-_JSON = ("content-type", "application/json")
 
 
 class Messages:
@@ -115,8 +114,7 @@ class Messages:
             return StreamingResponse(response.status, response.headers, chunks)
         if response.status >= 300:
             return response
-        headers_out = [h for h in response.headers if h[0] != "content-type"]
-        headers_out.append(_JSON)
+        headers_out = retyped(response.headers, JSON)
         return Response(response.status, headers_out, chat_to_message(response.body, model))
 
     async def count_tokens(
@@ -165,8 +163,7 @@ async def _anthropic_last_words(chunks: AsyncIterator[bytes]) -> AsyncIterator[b
 
 def anthropic_error_response(error: GatewayError) -> Response:
     """The response for an error on the Anthropic routes, in Anthropic's shape."""
-    headers = [h for h in error.headers if h[0] != "content-type"]
-    headers.append(_JSON)
+    headers = retyped(error.headers, JSON)
     if isinstance(error, AnthropicStatusError) and error.upstream_body is not None:
         # An Anthropic upstream's own answer: its status (529, not the 503 it counted as).
         return Response(error.upstream_status or error.status, headers, error.upstream_body)

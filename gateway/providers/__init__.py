@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from ..errors import UpstreamStatusError
+from ..headers import JSON, retyped
 from ..outcome import Usage
 from ..payload import JSONMessage
 from ..usage import usage_of_answer
@@ -208,9 +209,7 @@ def openai_error(status: int, headers: HeaderList, content: bytes) -> UpstreamSt
         body = msgspec.json.encode(
             ErrorEnvelope(ErrorBody(said, "upstream_error", None, f"upstream_{status}"))
         )
-        headers = [(k, v) for k, v in headers if k != "content-type"]
-        headers.append(("content-type", "application/json"))
-        return UpstreamStatusError(status, headers, body)
+        return UpstreamStatusError(status, retyped(headers, JSON), body)
     if isinstance(error, str):
         return UpstreamStatusError(status, headers, content, message=error)
     too_long = error.code == CONTEXT_EXCEEDED

@@ -22,7 +22,7 @@ import msgspec
 from yarl import URL
 
 from ..errors import NotFoundError, UpstreamStatusError
-from ..headers import UPSTREAM_REQUEST_ID, HeaderList, header_value
+from ..headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
 from ..outcome import Usage
 from ..translate.anthropic import (
     Facts,
@@ -163,12 +163,9 @@ class AnthropicProvider(HTTPProvider):
 
     def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
         failure = error_to_openai(status, content)
-        failure.headers = [
-            (UPSTREAM_REQUEST_ID if k == "request-id" else k, v)
-            for k, v in headers
-            if k != "content-type"
-        ]
-        failure.headers.append(("content-type", "application/json"))
+        failure.headers = retyped(
+            [(UPSTREAM_REQUEST_ID if k == "request-id" else k, v) for k, v in headers], JSON
+        )
         return failure
 
     def usage(self, content: bytes) -> Usage | None:

@@ -18,7 +18,7 @@ import msgspec
 from yarl import URL
 
 from ..errors import InvalidRequestError, NotFoundError, UpstreamStatusError
-from ..headers import HeaderList
+from ..headers import JSON, HeaderList, retyped
 from ..outcome import Usage
 from ..translate.gemini import (
     GeminiStream,
@@ -153,8 +153,7 @@ class GeminiProvider(HTTPProvider):
 
     def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
         failure = error_to_openai(status, content)
-        failure.headers = [h for h in headers if h[0] != "content-type"]
-        failure.headers.append(("content-type", "application/json"))
+        failure.headers = retyped(headers, JSON)
         return failure
 
     def usage(self, content: bytes) -> Usage | None:

@@ -20,7 +20,7 @@ from ..errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ..headers import UPSTREAM_REQUEST_ID
+from ..headers import UPSTREAM_REQUEST_ID, retyped
 from .http import let_go
 from .openai import HTTPUpstreamResponse
 
@@ -77,8 +77,7 @@ class TranslatedResponse(HTTPUpstreamResponse):
         headers = self.headers
         if status < 300:
             self.content_type = "text/event-stream" if self.streamed else "application/json"
-            headers = [(k, v) for k, v in headers if k != "content-type"]
-            headers.append(("content-type", self.content_type))
+            headers = retyped(headers, self.content_type)
         else:
             self.content_type = upstream_type  # an error: the provider's error() reads it
         if request_id_header != "x-request-id":
