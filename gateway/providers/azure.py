@@ -98,7 +98,8 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def _url(self, ctx: RequestContext, request: UpstreamRequest) -> URL:
         if self.v1:
-            return self._build_url(request.path, request.query)
+            url = None if request.query else self._urls.get(request.path)
+            return url or self._build_url(request.path, request.query)
         model = ctx.outcome.upstream_model  # the model this attempt asks for, rewritten
         query = f"{self._query}&{request.query}" if request.query else self._query
         if not model:  # files, batches, the model list: not a deployment's

@@ -111,15 +111,21 @@ class GeminiProvider(HTTPProvider):
             self._headers.append(("authorization", f"Bearer {access_token}"))
         elif api_key:
             self._headers.append(("x-goog-api-key", api_key))
+        self._model_urls: dict[tuple[str, str], URL] = {}
         super().__init__()
 
     def describe(self) -> str:
         return f"{self.name} -> {self.base_url} ({'vertex ai' if self.vertex else 'gemini'})"
 
     def _url(self, model: str, method: str) -> URL:
-        # The model names a path segment: quoted, so that it cannot name another path.
-        model = model.removeprefix("models/")
-        return URL(f"{self._prefix}{quote(model, safe='')}:{method}", encoded=True)
+        url = self._model_urls.get((model, method))
+        if url is None:
+            # The model names a path segment: quoted, so that it cannot name another path.
+            name = quote(model.removeprefix("models/"), safe="")
+            url = URL(f"{self._prefix}{name}:{method}", encoded=True)
+            if len(self._model_urls) < 1024:  # (names come from clients: kept bounded)
+                self._model_urls[(model, method)] = url
+        return url
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> UpstreamResponse:
         endpoint = request.endpoint
