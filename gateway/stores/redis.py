@@ -70,17 +70,17 @@ if budget >= 0 then
   if spent >= budget then return {'budget', counts} end
 end
 redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], 150)
+redis.call('EXPIRE', KEYS[1], $COUNTER_TTL)
 if tpm > 0 then
   redis.call('INCRBY', KEYS[3], tokens)
-  redis.call('EXPIRE', KEYS[3], 150)
+  redis.call('EXPIRE', KEYS[3], $COUNTER_TTL)
 end
 if maxpar > 0 then
   redis.call('ZADD', KEYS[5], tonumber(ARGV[9]), ARGV[7])
   redis.call('EXPIRE', KEYS[5], 1800)
 end
 return {'', counts}
-"""
+""".replace("$COUNTER_TTL", str(COUNTER_TTL))
 
 
 # Settle what one scope took for a request. KEYS: tokens then, requests then, the
@@ -90,7 +90,7 @@ SETTLE = """
 local adjust = tonumber(ARGV[1])
 if adjust ~= 0 then
   redis.call('INCRBY', KEYS[1], adjust)
-  redis.call('EXPIRE', KEYS[1], 150)
+  redis.call('EXPIRE', KEYS[1], $COUNTER_TTL)
 end
 if ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
 if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
@@ -100,7 +100,7 @@ if tonumber(ARGV[4]) > 0 then
   if keep > 0 then redis.call('EXPIRE', KEYS[4], keep) end
 end
 return 1
-"""
+""".replace("$COUNTER_TTL", str(COUNTER_TTL))
 
 
 def _keys(scope: Scope, this_minute: int, budget: Budget | None) -> list[str]:
