@@ -129,20 +129,23 @@ class UsageStripper:
                     self.held = chunk
                     return b""
                 chunk, self.held = chunk[:end], chunk[end:]
-        if chunk.find(b'"usage"') != -1:
-            chunk = self._strip(chunk)
-        return chunk
+        first = chunk.find(b'"usage"')
+        return chunk if first == -1 else self._strip(chunk, first)
 
     def flush(self) -> bytes:
         """What was held back when the stream ended (an event missing its blank line)."""
         held, self.held = self.held, b""
-        return self._strip(held) if held.find(b'"usage"') != -1 else held
+        first = held.find(b'"usage"')
+        return held if first == -1 else self._strip(held, first)
 
-    def _strip(self, data: bytes) -> bytes:
+    def _strip(self, data: bytes, first: int) -> bytes:
+        # Every search starts at the first "usage" (a null one begins up to 2 bytes
+        # before it): a stream's reads are long, and the usage is near their end.
+        first = max(first - 2, 0)
         for null in _NULL_USAGE:
-            if data.find(null) != -1:
-                data = data.replace(null, b"")
-        position = data.find(_USAGE_OBJECT)
+            if data.find(null, first) != -1:
+                data = data[:first] + data[first:].replace(null, b"")
+        position = data.find(_USAGE_OBJECT, first)
         while position != -1:
             start, end = _event_span(data, position)
             event = data[start:end]
@@ -159,8 +162,12 @@ class UsageStripper:
 
 def _event_span(data: bytes, position: int) -> tuple[int, int]:
     """The start and end (after its blank line) of the event that holds ``position``."""
-    lf, crlf = data.rfind(b"\n\n", 0, position), data.rfind(b"\r\n\r\n", 0, position)
+    # A CRLF boundary matters only where it would end after (or start before) the LF
+    # one: each second search stops there instead of crossing the whole read.
+    lf = data.rfind(b"\n\n", 0, position)
+    crlf = data.rfind(b"\r\n\r\n", max(lf - 1, 0), position)
     start = max(lf + 2 if lf != -1 else 0, crlf + 4 if crlf != -1 else 0)
-    lf, crlf = data.find(b"\n\n", position), data.find(b"\r\n\r\n", position)
+    lf = data.find(b"\n\n", position)
+    crlf = data.find(b"\r\n\r\n", position, lf + 2 if lf != -1 else len(data))
     ends = [i + 2 for i in (lf,) if i != -1] + [i + 4 for i in (crlf,) if i != -1]
     return start, min(ends) if ends else len(data)
