@@ -17,7 +17,6 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 import msgspec
 from yarl import URL
 
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..context import RequestContext
+    from .client import HTTPResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -186,7 +186,7 @@ class PassthroughResponse(HTTPUpstreamResponse):
     __slots__ = ("_ctx",)
     next_chunk = None  # type: ignore[assignment]  # its chunks go through iter_chunks()
 
-    def __init__(self, response: aiohttp.ClientResponse, ctx: RequestContext) -> None:
+    def __init__(self, response: HTTPResponse, ctx: RequestContext) -> None:
         super().__init__(response)
         self._ctx = ctx
         self.request_id = response.headers.get("request-id")

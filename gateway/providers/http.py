@@ -1,5 +1,6 @@
-"""What every provider with an HTTP API shares: the worker's pooled session, one timeout
-object per connect timeout, and requests whose failures are the gateway's errors."""
+"""What every provider with an HTTP API shares: the worker's pooled session (and the short
+path on its pool), one timeout object per connect timeout, and requests whose failures
+are the gateway's errors."""
 
 from __future__ import annotations
 
@@ -9,22 +10,23 @@ from yarl import URL
 from ..errors import UpstreamProtocolError, UpstreamUnavailableError
 from ..headers import HeaderList
 from . import Provider
+from .client import HTTPResponse, PooledClient
 
 
 class HTTPProvider(Provider):
     """Base of the HTTP providers (``start`` gives it the worker's session)."""
 
-    _session: aiohttp.ClientSession | None = None
+    _client: PooledClient | None = None
 
     def __init__(self) -> None:
-        self._session = None
+        self._client = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+        self._client = PooledClient(session)
 
     async def stop(self) -> None:
-        self._session = None
+        self._client = None
 
     def timeout(self, connect: float | None) -> aiohttp.ClientTimeout:
         """The deadlines are the gateway's own; only connecting is bounded here."""
@@ -42,21 +44,14 @@ class HTTPProvider(Provider):
         body: bytes,
         headers: HeaderList,
         connect_timeout: float | None,
-    ) -> aiohttp.ClientResponse:
+    ) -> HTTPResponse:
         """One request on the pooled session; failing to connect or to get an answer is
         ``UpstreamUnavailableError`` or ``UpstreamProtocolError``."""
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise RuntimeError(f"provider {self.name!r} used before the gateway started")
         try:
-            return await session.request(
-                method,
-                url,
-                data=body or None,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self.timeout(connect_timeout),
-            )
+            return await client.request(method, url, body, headers, self.timeout(connect_timeout))
         except aiohttp.ClientConnectorError as exc:
             raise unavailable(self.name, exc) from exc
         except aiohttp.ClientError as exc:
@@ -69,7 +64,7 @@ def unavailable(name: str, exc: aiohttp.ClientConnectorError) -> UpstreamUnavail
     return UpstreamUnavailableError(f"upstream '{name}' is unreachable ({reason.lower()})")
 
 
-def let_go(response: aiohttp.ClientResponse) -> None:
+def let_go(response: HTTPResponse) -> None:
     """The end of a streamed response: a finished one's connection goes back to the
     pool; an unfinished one's is closed, which is how the upstream learns that nobody is
     listening any more."""

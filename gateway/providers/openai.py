@@ -12,6 +12,7 @@ from yarl import URL
 from ..errors import UpstreamProtocolError
 from ..headers import HeaderList, passable_headers
 from . import UpstreamRequest, provider_type, secret
+from .client import HTTPResponse
 from .http import HTTPProvider, let_go, unavailable
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ _COMMON_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models")
 
 
 class HTTPUpstreamResponse:
-    """An aiohttp response seen through the provider interface."""
+    """An HTTP answer (aiohttp's, or one read on the short path) seen through the provider
+    interface."""
 
     __slots__ = (
         "_first",
@@ -39,7 +41,7 @@ class HTTPUpstreamResponse:
         "streamed",
     )
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: HTTPResponse) -> None:
         self._response = response
         self._first: bytes | None = None
         self.status = response.status
@@ -154,8 +156,8 @@ class OpenAIProvider(HTTPProvider):
         )
 
     async def send(self, ctx: RequestContext, request: UpstreamRequest) -> HTTPUpstreamResponse:
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise RuntimeError(f"provider {self.name!r} used before the gateway started")
         url = None if request.query else self._urls.get(request.path)
         if url is None:
@@ -165,13 +167,8 @@ class OpenAIProvider(HTTPProvider):
             request.connect_timeout
         )
         try:
-            response = await session.request(
-                request.method,
-                url,
-                data=request.body or None,
-                headers=request.headers + self._headers,
-                allow_redirects=False,
-                timeout=timeout,
+            response = await client.request(
+                request.method, url, request.body, request.headers + self._headers, timeout
             )
         except aiohttp.ClientConnectorError as exc:
             raise unavailable(self.name, exc) from exc

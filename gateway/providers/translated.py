@@ -27,6 +27,7 @@ from .openai import HTTPUpstreamResponse
 if TYPE_CHECKING:
     from ..context import RequestContext
     from ..outcome import Usage
+    from .client import HTTPResponse
 
 
 class Translator(Protocol):
@@ -55,7 +56,7 @@ class TranslatedResponse(HTTPUpstreamResponse):
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: HTTPResponse,
         ctx: RequestContext,
         whole: Callable[[bytes], bytes],
         translator: Translator | None,

@@ -1,0 +1,298 @@
+"""Requests to upstreams on the worker's pooled aiohttp session, by the shortest path.
+
+``ClientSession.request`` does much per request that the gateway never uses: redirects,
+cookies, auth, proxies, traces, middlewares, a request object with a dozen update steps
+and, on Python 3.11, a task to write the body. When the session's pool holds an idle
+keep-alive connection to the upstream, ``PooledClient`` takes it and does only what is
+left: it writes the request head and body in one go, and reads the answer with the
+connection's own parser — so it costs about a third of the session's path (see the
+README's figures). The connection goes back to the pool when the body has been read, as
+the session's would. Anything else — no idle connection yet, a header the session treats
+specially, a value it would refuse — goes through ``session.request()`` unchanged, so
+both paths send the same bytes and fail the same way.
+
+This reaches into aiohttp's connector and response protocol, which are not its public
+API: ``pyproject.toml`` pins the minor version, and the tests run every provider over it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+from aiohttp.client_reqrep import ClientRequest, ConnectionKey, RequestInfo
+from aiohttp.helpers import set_exception
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    from aiohttp.connector import Connection
+    from aiohttp.http_parser import RawResponseMessage
+    from aiohttp.streams import StreamReader
+    from yarl import URL
+
+    from ..headers import HeaderList
+
+
+class HTTPResponse(Protocol):
+    """What the providers use of an answer: aiohttp's ``ClientResponse`` has it, and so
+    does ``PooledResponse``."""
+
+    status: int
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def content(self) -> StreamReader: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+# Headers the session treats specially (its own Host, Content-Length, framing, 100-continue):
+# a request that carries one of them goes the session's way.
+_SESSION_ONLY = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
+# Methods the session sends a Content-Type for even without one given (and Content-Length 0).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_NO_LENGTH_METHODS = frozenset(ClientRequest.GET_METHODS)
+# Methods the session tries once more on a new connection when a kept-alive one was closed.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_DEFAULT_ACCEPT_ENCODING = ClientRequest.DEFAULT_HEADERS["Accept-Encoding"]
+_SSL_SCHEMES = frozenset({"https", "wss"})
+# What aiohttp's header writer refuses: the C0 controls but tab, and DEL.
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+_CONNECTION_CLOSED = aiohttp.ClientConnectionError("Connection closed")
+# ConnectionKey's fields after (host, port, is_ssl, ssl): proxy, proxy_auth, proxy
+# headers' hash, server_hostname. Another aiohttp's key: every request takes the
+# session's path.
+_NO_PROXY = (None, None, None, None)
+_SHORT_PATH = ConnectionKey._fields == (
+    "host",
+    "port",
+    "is_ssl",
+    "ssl",
+    "proxy",
+    "proxy_auth",
+    "proxy_headers_hash",
+    "server_hostname",
+)
+
+
+class PooledClient:
+    """One worker's requests, on its session's connection pool."""
+
+    __slots__ = (
+        "_auto_headers",
+        "_connector",
+        "_default_type",
+        "_parser_settings",
+        "_session",
+        "_short",
+    )
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+        connector = session.connector
+        assert connector is not None
+        self._connector = connector
+        # The session's own settings for reading an answer, as its request() passes them.
+        self._parser_settings = {
+            "read_until_eof": True,
+            "auto_decompress": session.auto_decompress,
+            "read_bufsize": session._read_bufsize,
+            "timeout_ceil_threshold": connector._timeout_ceil_threshold,
+            "max_line_size": session._max_line_size,
+            "max_field_size": session._max_field_size,
+            "max_headers": session._max_headers,
+        }
+        # The headers the session adds when a request has none of that name (less those
+        # it was told to skip), in the order it writes them.
+        skipped = {name.lower() for name in session.skip_auto_headers}
+        self._auto_headers = tuple(
+            (name.lower(), f"{name}: {value}")
+            for name, value in (
+                ("Accept", "*/*"),
+                ("Accept-Encoding", _DEFAULT_ACCEPT_ENCODING),
+                ("User-Agent", SERVER_SOFTWARE),
+            )
+            if name.lower() not in skipped
+        )
+        self._default_type = "content-type" not in skipped
+        # Only a session that adds nothing else of its own per request (as the gateway's):
+        # no default headers, auth, proxy, cookies, traces, middlewares, raising on
+        # statuses; HTTP/1.1.
+        self._short = (
+            _SHORT_PATH
+            and not session.headers
+            and session.auth is None
+            and not session.trust_env
+            and session._default_proxy is None
+            and isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
+            and not session.trace_configs
+            and not session._middlewares
+            and session.raise_for_status is False
+            and session._base_url is None
+            and tuple(session.version) == (1, 1)
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: URL,
+        body: bytes,
+        headers: HeaderList,
+        timeouts: aiohttp.ClientTimeout,
+    ) -> HTTPResponse:
+        """The answer's status and headers; its body is read from ``content``."""
+        head = self._head(method, url, body, headers) if self._short else None
+        if head is not None:
+            # The key the session's request would file this connection under: no proxy,
+            # the default TLS settings.
+            key = tuple.__new__(
+                ConnectionKey,
+                (url.raw_host or "", url.port, url.scheme in _SSL_SCHEMES, True, *_NO_PROXY),
+            )
+            connection = await self._connector._get(key, [])
+            if connection is not None:
+                try:
+                    return await self._exchange(
+                        connection, method, url, head, body, timeouts.sock_read, headers
+                    )
+                except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                    if method not in _IDEMPOTENT:
+                        raise
+                    # As the session does: the kept-alive connection was closed; once
+                    # more, on a new one.
+        return await self._session.request(
+            method,
+            url,
+            data=body or None,
+            headers=headers,
+            allow_redirects=False,
+            timeout=timeouts,
+        )
+
+    def _head(self, method: str, url: URL, body: bytes, headers: HeaderList) -> bytes | None:
+        """The request line and headers the session would write for this request, or
+        None when the request is one to leave to the session."""
+        names = {name.lower() for name, _ in headers}
+        if not names.isdisjoint(_SESSION_ONLY):
+            return None
+        lines = [f"{name}: {value}" for name, value in headers]
+        for name, line in self._auto_headers:
+            if name not in names:
+                lines.append(line)
+        if self._default_type and "content-type" not in names and (body or method in _BODY_METHODS):
+            lines.append("Content-Type: application/octet-stream")
+        if body or method not in _NO_LENGTH_METHODS:
+            lines.append(f"Content-Length: {len(body)}")
+        try:
+            head = (
+                f"{method} {url.raw_path_qs} HTTP/1.1\r\n"
+                f"Host: {url.host_port_subcomponent}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+            ).encode()
+        except UnicodeEncodeError:
+            return None
+        # The session refuses control characters in a name or value (a line break would
+        # let a hook's header start another): with any besides the lines' own CRLFs, it
+        # decides.
+        if len(head) - len(head.translate(None, _CONTROL_BYTES)) != 2 * (len(lines) + 3):
+            return None
+        return head
+
+    async def _exchange(
+        self,
+        connection: Connection,
+        method: str,
+        url: URL,
+        head: bytes,
+        body: bytes,
+        read_timeout: float | None,
+        headers: HeaderList,
+    ) -> PooledResponse:
+        protocol = connection.protocol
+        assert protocol is not None and protocol.transport is not None
+        try:
+            protocol.set_response_params(
+                skip_payload=method == "HEAD",
+                read_timeout=read_timeout,
+                **self._parser_settings,
+            )
+            transport = protocol.transport
+            if len(body) < 65536:
+                transport.write(head + body)  # one write, one segment
+            else:
+                transport.write(head)
+                transport.write(body)
+            protocol.start_timeout()
+            while True:
+                try:
+                    message, payload = await protocol.read()
+                except HttpProcessingError as exc:
+                    raise aiohttp.ClientResponseError(
+                        RequestInfo(url, method, CIMultiDictProxy(CIMultiDict(headers)), url),
+                        (),
+                        status=exc.code,
+                        message=exc.message,
+                        headers=exc.headers,
+                    ) from exc
+                if message.code < 100 or message.code > 199 or message.code == 101:
+                    break
+        except BaseException:
+            connection.close()
+            raise
+        return PooledResponse(connection, message, payload)
+
+
+class PooledResponse:
+    """An answer read on a pooled connection: the part of ``ClientResponse`` the
+    providers use, with the same ending — the connection back to the pool when the body
+    has been read, closed when it is let go unfinished."""
+
+    __slots__ = ("_connection", "_released", "content", "headers", "status")
+
+    def __init__(
+        self, connection: Connection, message: RawResponseMessage, payload: StreamReader
+    ) -> None:
+        self._connection: Connection | None = connection
+        self._released = False
+        self.status = message.code
+        self.headers = message.headers
+        self.content = payload
+        payload.on_eof(self._at_eof)
+
+    def _at_eof(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            connection.release()  # the pool closes it instead if it may not be reused
+
+    async def read(self) -> bytes:
+        try:
+            return await self.content.read()
+        except BaseException:
+            self.close()
+            raise
+
+    def release(self) -> None:
+        self._stop_readers()
+        self._at_eof()
+
+    def close(self) -> None:
+        self._stop_readers()
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            connection.close()
+
+    def _stop_readers(self) -> None:
+        # As ClientResponse does: whoever still waits on the body learns it is gone.
+        if not self._released:
+            self._released = True
+            if self.content.exception() is None:
+                set_exception(self.content, _CONNECTION_CLOSED)
