@@ -6,6 +6,10 @@ the client as it arrives. No auth, no parsing, no hooks, no error handling beyon
 the libraries do. The gateway's features should cost little above it.
 
     python -m bench.ceiling --server granian --port 9200 --upstream http://127.0.0.1:9100/v1
+
+``--client pooled`` (Granian only) sends on the gateway's short path to the pool
+(``gateway.providers.client``) instead of ``session.post``: the ceiling for what the
+gateway's own features cost, now that its HTTP client does less than aiohttp's session.
 """
 
 from __future__ import annotations
@@ -49,7 +53,44 @@ class GranianForwarder:
                 protocol.response_bytes(response.status, JSON, await response.read())
 
 
-def serve_granian(upstream: str, port: int, workers: int, backpressure: int) -> None:
+class PooledForwarder(GranianForwarder):
+    """The same forwarder on the gateway's short path to the session's pool."""
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        from gateway.providers.client import PooledClient
+
+        async def start() -> None:
+            # No cookie jar: the short path serves only sessions that add nothing per request.
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self.client = PooledClient(self.session)
+
+        loop.run_until_complete(start())
+
+    async def __rsgi__(self, scope, protocol) -> None:
+        body = await protocol()
+        response = await self.client.request("POST", self.url, body, POOLED_HEADERS, TIMEOUTS)
+        try:
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                transport = protocol.response_stream(response.status, SSE)
+                async for chunk in response.content.iter_any():
+                    await transport.send_bytes(chunk)
+            else:
+                protocol.response_bytes(response.status, JSON, await response.read())
+        finally:
+            response.release()
+
+
+POOLED_HEADERS = list(FORWARDED.items())
+TIMEOUTS = aiohttp.ClientTimeout(total=None)
+
+
+def serve_granian(
+    upstream: str, port: int, workers: int, backpressure: int, pooled: bool = False
+) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
@@ -64,7 +105,8 @@ def serve_granian(upstream: str, port: int, workers: int, backpressure: int) -> 
         backpressure=backpressure,
         websockets=False,
     )
-    server.serve(target_loader=lambda: GranianForwarder(upstream), wrap_loader=False)
+    forwarder = PooledForwarder if pooled else GranianForwarder
+    server.serve(target_loader=lambda: forwarder(upstream), wrap_loader=False)
 
 
 def serve_robyn(upstream: str, port: int, workers: int) -> None:
@@ -119,11 +161,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--backpressure", type=int, default=4096)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100/v1")
+    parser.add_argument("--client", choices=("session", "pooled"), default="session")
     args = parser.parse_args()
     if args.server == "robyn":
         serve_robyn(args.upstream, args.port, args.workers)
     else:
-        serve_granian(args.upstream, args.port, args.workers, args.backpressure)
+        pooled = args.client == "pooled"
+        serve_granian(args.upstream, args.port, args.workers, args.backpressure, pooled)
 
 
 if __name__ == "__main__":

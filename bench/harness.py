@@ -52,12 +52,14 @@ class Target:
     key: str | None = None  # sent as "Authorization: Bearer <key>"
     redis: bool = False  # needs a redis-server: GATEWAY_REDIS_URL is added
     config: str | None = None  # a config file for the gateway; "{mock_url}" is filled in
+    args: tuple[str, ...] = ()  # more arguments for the ceiling's command
 
     def command(self, port: int, mock_url: str) -> list[str]:
         if self.kind == "ceiling":
             return [
                 *(PYTHON, "-m", "bench.ceiling", "--server", "granian", "--workers", "1"),
                 *("--port", str(port), "--upstream", f"{mock_url}/v1"),
+                *self.args,
             ]
         return [PYTHON, "-m", "gateway"]
 
@@ -83,6 +85,9 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("ceiling", "ceiling"),
+        # The same forwarder on the gateway's short path to the pool, not session.post:
+        # what the gateway's features cost over the HTTP client it now uses.
+        Target("ceiling-pooled", "ceiling", args=("--client", "pooled")),
         Target("gateway", "gateway"),
         Target(
             "gateway-hooks",

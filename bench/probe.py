@@ -10,9 +10,10 @@ gateway package, and the gateway runs unchanged. ``install()`` wraps, by monkeyp
   when the answer's headers went out (``response_bytes``/``response_stream``) and each
   ``send_bytes`` of the stream's transport. This covers the gateway's ``RSGIApp`` and
   the ceiling's forwarder alike;
-- aiohttp's ``ClientSession._request`` (upstream request started; upstream headers
-  arrived), ``StreamReader.readany`` (an upstream chunk arrived) and
-  ``ClientResponse.read`` (an upstream body read whole).
+- aiohttp's ``ClientSession._request`` and the gateway's short path to the pool,
+  ``PooledClient._exchange`` (upstream request started; upstream headers arrived),
+  ``StreamReader.readany`` (an upstream chunk arrived) and ``ClientResponse.read`` /
+  ``PooledResponse.read`` (an upstream body read whole).
 
 Each step appends ``(name, time.monotonic_ns())`` to a list: ~0.2 µs. SIGUSR2 makes the
 process write the list to ``<dir>/<pid>.json``. ``CLOCK_MONOTONIC`` is one clock for all
@@ -143,6 +144,10 @@ def _patch_aiohttp() -> None:
     _wrap_async(aiohttp.ClientSession, "_request", "upstream request started", "upstream headers")
     _wrap_async(streams.StreamReader, "readany", None, "upstream chunk")
     _wrap_async(aiohttp.ClientResponse, "read", None, "upstream body read")
+    from gateway.providers.client import PooledClient, PooledResponse
+
+    _wrap_async(PooledClient, "_exchange", "upstream request started", "upstream headers")
+    _wrap_async(PooledResponse, "read", None, "upstream body read")
 
 
 def _dump(directory: str) -> Callable[[int, FrameType | None], None]:
