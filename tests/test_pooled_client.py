@@ -21,17 +21,20 @@ TIMEOUTS = aiohttp.ClientTimeout(total=None, sock_connect=5)
 
 
 class RawServer:
-    """Keep-alive HTTP/1.1: answers every request with ``answer`` and records its head
-    (the lines after the request line, sorted: order is not part of HTTP's meaning) and
-    body. ``drop_after`` reads the request after that many answers on a connection, then
-    closes it without answering (a kept-alive connection the server gave up on)."""
+    """Keep-alive HTTP/1.1: answers every request with ``answer`` and records its request
+    line, header lines (in order) and body. ``drop_after`` reads the request after that
+    many answers on a connection, then closes it without answering (a kept-alive
+    connection the server gave up on)."""
 
-    def __init__(self, answer: bytes | None = None, drop_after: int = 0) -> None:
+    def __init__(
+        self, answer: bytes | None = None, drop_after: int = 0, answer_first: bool = False
+    ) -> None:
         self.answer = answer or (
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER
         )
         self.drop_after = drop_after
+        self.answer_first = answer_first  # answer once the head is in, then read the body
         self.requests: list[tuple[bytes, list[bytes], bytes]] = []
         self.connections = 0
         self.server: asyncio.Server | None = None
@@ -56,11 +59,14 @@ class RawServer:
                     ),
                     0,
                 )
+                if self.answer_first and answered:
+                    writer.write(self.answer)
                 body = await reader.readexactly(length)
-                self.requests.append((request_line, sorted(lines), body))
+                self.requests.append((request_line, lines, body))
                 if self.drop_after and answered >= self.drop_after:
                     break
-                writer.write(self.answer)
+                if not (self.answer_first and answered):
+                    writer.write(self.answer)
                 await writer.drain()
                 answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -119,6 +125,7 @@ async def test_a_request_on_a_kept_alive_connection_sends_the_bytes_the_session_
         ("GET", b"", [("accept", "application/json")]),  # no body, no length
         ("DELETE", b"", []),
         ("POST", BODY, [("x-unicode", "caf\u00e9"), ("x-tab", "a\tb")]),
+        ("PUT", BODY, [("User-Agent", "gw"), ("Accept-Encoding", "br")]),  # theirs replaced
     ]
     try:
         for method, body, headers in cases:
@@ -204,22 +211,33 @@ async def test_a_pooled_answer_released_unread_fails_its_reader_and_is_not_reuse
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("method", "path", "headers"),
     [
-        [("host", "127.0.0.1")],
-        [("Content-Length", "5")],
-        [("connection", "keep-alive")],
+        ("POST", "/v1/x", [("host", "127.0.0.1")]),
+        ("POST", "/v1/x", [("Content-Length", "5")]),
+        ("POST", "/v1/x", [("connection", "keep-alive")]),
+        # One name in two spellings: the session keeps the last value only.
+        ("POST", "/v1/x", [("user-agent", "openai-python"), ("User-Agent", "gw")]),
+        ("post", "/v1/x", []),  # the session upper-cases it
+        ("POST", "user:secret@", []),  # credentials in the URL: the session's Basic auth
     ],
 )
-async def test_headers_the_session_treats_specially_take_the_sessions_path(session, headers):
+async def test_what_the_session_treats_specially_takes_the_sessions_path(
+    session, method, path, headers
+):
     server = RawServer()
-    url = URL(await server.start() + "/v1/x")
+    base = await server.start()
+    url = URL(base.replace("//", "//" + path) + "/v1/x" if path.endswith("@") else base + path)
     client = PooledClient(session)
     try:
         await _send(client, url)
-        response, body = await _send(client, url, body=b"12345", headers=headers)
+        response, body = await _send(client, url, method, body=b"12345", headers=headers)
         assert isinstance(response, ClientResponse) and body == ANSWER
         assert server.connections == 1  # it still took the pool's connection
+        if path.endswith("@"):
+            assert b"Authorization: Basic dXNlcjpzZWNyZXQ=" in server.requests[-1][1]
+        if len(headers) == 2:
+            assert [line for line in server.requests[-1][1] if b"gw" in line] == [b"User-Agent: gw"]
     finally:
         await server.stop()
 
@@ -334,4 +352,21 @@ async def test_a_session_with_cookies_or_default_headers_never_takes_the_short_p
     finally:
         for session in sessions:
             await session.close()
+        await server.stop()
+
+
+async def test_a_connection_answered_before_its_body_went_out_is_not_reused(session):
+    server = RawServer(answer_first=True)
+    url = URL(await server.start() + "/v1/x")
+    client = PooledClient(session)
+    try:
+        await _send(client, url)
+        # Answered (413) as soon as the head arrived, while most of the body is still in
+        # the client's send buffer: the connection cannot carry another request.
+        response, _ = await _send(client, url, body=b"x" * 32_000_000)
+        assert isinstance(response, PooledResponse)
+        response, body = await _send(client, url)
+        assert isinstance(response, ClientResponse) and body == ANSWER
+        assert server.connections == 2
+    finally:
         await server.stop()

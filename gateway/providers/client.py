@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
-from aiohttp.client_reqrep import ClientRequest, ConnectionKey, RequestInfo
+from aiohttp.client_reqrep import ClientRequest, ClientResponse, ConnectionKey, RequestInfo
 from aiohttp.helpers import set_exception
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import HttpProcessingError
@@ -62,6 +62,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _NO_LENGTH_METHODS = frozenset(ClientRequest.GET_METHODS)
 # Methods the session tries once more on a new connection when a kept-alive one was closed.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Methods sent as given (the session upper-cases and checks any other).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _DEFAULT_ACCEPT_ENCODING = ClientRequest.DEFAULT_HEADERS["Accept-Encoding"]
 _SSL_SCHEMES = frozenset({"https", "wss"})
 # What aiohttp's header writer refuses: the C0 controls but tab, and DEL.
@@ -138,6 +140,8 @@ class PooledClient:
             and session.raise_for_status is False
             and session._base_url is None
             and tuple(session.version) == (1, 1)
+            and session._request_class is ClientRequest
+            and session._response_class is ClientResponse
         )
 
     async def request(
@@ -149,7 +153,9 @@ class PooledClient:
         timeouts: aiohttp.ClientTimeout,
     ) -> HTTPResponse:
         """The answer's status and headers; its body is read from ``content``."""
-        head = self._head(method, url, body, headers) if self._short else None
+        # (A total timeout is the session's to run: the gateway's deadlines are its own.)
+        short = self._short and timeouts.total is None
+        head = self._head(method, url, body, headers) if short else None
         if head is not None:
             # The key the session's request would file this connection under: no proxy,
             # the default TLS settings.
@@ -167,7 +173,8 @@ class PooledClient:
                     if method not in _IDEMPOTENT:
                         raise
                     # As the session does: the kept-alive connection was closed; once
-                    # more, on a new one.
+                    # more (the session's request may retry once more itself: such a
+                    # request may be repeated).
         return await self._session.request(
             method,
             url,
@@ -180,17 +187,20 @@ class PooledClient:
     def _head(self, method: str, url: URL, body: bytes, headers: HeaderList) -> bytes | None:
         """The request line and headers the session would write for this request, or
         None when the request is one to leave to the session."""
+        if method not in _METHODS or url.raw_user is not None or url.raw_password is not None:
+            return None  # a method to check, or credentials to turn into a header
         names = {name.lower() for name, _ in headers}
-        if not names.isdisjoint(_SESSION_ONLY):
-            return None
+        if len(names) != len(headers) or not names.isdisjoint(_SESSION_ONLY):
+            return None  # a name twice (the session merges spellings) or one it owns
         lines = [f"{name}: {value}" for name, value in headers]
         for name, line in self._auto_headers:
             if name not in names:
                 lines.append(line)
-        if self._default_type and "content-type" not in names and (body or method in _BODY_METHODS):
-            lines.append("Content-Type: application/octet-stream")
+        # Length before type, as the session writes them.
         if body or method not in _NO_LENGTH_METHODS:
             lines.append(f"Content-Length: {len(body)}")
+        if self._default_type and "content-type" not in names and (body or method in _BODY_METHODS):
+            lines.append("Content-Type: application/octet-stream")
         try:
             head = (
                 f"{method} {url.raw_path_qs} HTTP/1.1\r\n"
@@ -270,7 +280,13 @@ class PooledResponse:
         connection = self._connection
         if connection is not None:
             self._connection = None
-            connection.release()  # the pool closes it instead if it may not be reused
+            transport = connection.transport
+            if transport is not None and transport.get_write_buffer_size():
+                # Answered before the whole body went out (a 413, say): as the session
+                # does, the connection is not reused.
+                connection.close()
+            else:
+                connection.release()  # the pool closes it instead if it may not be reused
 
     async def read(self) -> bytes:
         try:
