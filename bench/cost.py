@@ -471,6 +471,7 @@ def report(measures: list[Measure], settings: Settings) -> str:
             f"| {m.scenario} | {m.target} | {m.per_request / 1000:.1f} | {' | '.join(ratios)} "
             f"| {m.seconds / m.requests * 1000:.2f} |"
         )
+    lines += judged(measures)
     for m in measures:
         for d in m.dumps:
             if d.summary and abs(d.totals - d.summary) > 0.01 * d.summary:
@@ -483,6 +484,27 @@ def report(measures: list[Measure], settings: Settings) -> str:
         if not m.target.startswith("ceiling") and settings.top:
             lines += functions_report(m, ceiling_of(m, measures), settings.top)
     return "\n".join(lines) + "\n"
+
+
+# The project's targets (instructions per request, × the ceiling), with logs and metrics
+# on: plain and streamed chat, and a stream with a chunk hook that reads every event.
+TARGET_RATIOS = {("chat", "gateway"): 1.15, ("stream", "gateway"): 1.15}
+TARGET_RATIOS[("stream-hooks", "gateway-hooks")] = 1.5
+
+
+def judged(measures: list[Measure]) -> list[str]:
+    """✓ or ✗ for each target ratio this run measured."""
+    checks = []
+    for m in measures:
+        limit = TARGET_RATIOS.get((m.scenario, m.target))
+        base = ceiling_of(m, measures)
+        if limit is not None and base is not None:
+            ratio = m.per_request / base.per_request
+            mark = "✓" if ratio <= limit else "✗"
+            checks.append(
+                f"- {mark} {m.scenario} / {m.target}: {ratio:.3f}× the ceiling (target ≤ {limit})"
+            )
+    return ["", "Against the targets:", "", *checks] if checks else []
 
 
 def functions_report(m: Measure, base: Measure | None, top: int) -> list[str]:
