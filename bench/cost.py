@@ -84,33 +84,21 @@ class Scenario:
         return chat_body(self.stream)
 
 
+# Every target that serves the plain request (the others need hooks or a translating provider).
+PLAIN_TARGETS = (
+    "ceiling",
+    "ceiling-pooled",
+    "gateway",
+    "gateway-quiet",
+    "gateway-keys",
+    "gateway-redis",
+)
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario(
-            "chat",
-            False,
-            (
-                "ceiling",
-                "ceiling-pooled",
-                "gateway",
-                "gateway-quiet",
-                "gateway-keys",
-                "gateway-redis",
-            ),
-        ),
-        Scenario(
-            "stream",
-            True,
-            (
-                "ceiling",
-                "ceiling-pooled",
-                "gateway",
-                "gateway-quiet",
-                "gateway-keys",
-                "gateway-redis",
-            ),
-        ),
+        Scenario("chat", False, PLAIN_TARGETS),
+        Scenario("stream", True, PLAIN_TARGETS),
         Scenario("chat-hooks", False, ("gateway-hooks",)),
         Scenario("stream-hooks", True, ("gateway-hooks",)),
         # The same stream from an Anthropic upstream, translated event by event: beside

@@ -18,6 +18,12 @@ from gateway.providers.client import PooledClient, PooledResponse
 BODY = b'{"model":"m","messages":[]}'
 ANSWER = b'{"ok":true}'
 TIMEOUTS = aiohttp.ClientTimeout(total=None, sock_connect=5)
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n" + ANSWER
+# An answer that promises more body than it sends: it stays unfinished.
+UNFINISHED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Content-Length: 100000\r\n\r\ndata: 1\n\n"
+)
 
 
 class RawServer:
@@ -29,10 +35,7 @@ class RawServer:
     def __init__(
         self, answer: bytes | None = None, drop_after: int = 0, answer_first: bool = False
     ) -> None:
-        self.answer = answer or (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER
-        )
+        self.answer = answer or OK
         self.drop_after = drop_after
         self.answer_first = answer_first  # answer once the head is in, then read the body
         self.requests: list[tuple[bytes, list[bytes], bytes]] = []
@@ -164,10 +167,7 @@ async def test_the_connection_goes_back_to_the_pool_when_read_and_is_closed_when
 
 
 async def test_an_unfinished_answer_let_go_closes_its_connection(session):
-    server = RawServer(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-        b"Content-Length: 100000\r\n\r\ndata: 1\n\n"
-    )
+    server = RawServer(UNFINISHED)
     url = URL(await server.start() + "/v1/chat/completions")
     client = PooledClient(session)
     try:
@@ -184,25 +184,21 @@ async def test_an_unfinished_answer_let_go_closes_its_connection(session):
 
 
 async def test_a_pooled_answer_released_unread_fails_its_reader_and_is_not_reused(session):
-    server = RawServer(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-        b"Content-Length: 100000\r\n\r\ndata: 1\n\n"
-    )
+    server = RawServer(UNFINISHED)
     url = URL(await server.start() + "/v1/chat/completions")
     client = PooledClient(session)
-    ok = RawServer()
     try:
         # A whole first answer puts the connection in the pool; then the long one.
-        server.answer, long_answer = ok.answer, server.answer
+        server.answer = OK
         await _send(client, url)
-        server.answer = long_answer
+        server.answer = UNFINISHED
         response = await client.request("POST", url, BODY, [], TIMEOUTS)
         assert isinstance(response, PooledResponse)
         assert await response.content.readany() == b"data: 1\n\n"
         response.release()
         with pytest.raises(aiohttp.ClientConnectionError):
             await response.content.readany()
-        server.answer = ok.answer
+        server.answer = OK
         response, body = await _send(client, url)
         assert isinstance(response, ClientResponse) and body == ANSWER
         assert server.connections == 2
@@ -313,7 +309,7 @@ async def test_an_answer_that_is_not_http_is_the_sessions_error(session):
         server.answer = b"NOT HTTP AT ALL\r\n\r\n"
         with pytest.raises(aiohttp.ClientResponseError):
             await client.request("POST", url, BODY, [], TIMEOUTS)
-        server.answer = RawServer().answer
+        server.answer = OK
         _, body = await _send(client, url)  # and the next request is served
         assert body == ANSWER
     finally:
