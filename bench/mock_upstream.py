@@ -266,7 +266,12 @@ class MockProtocol(asyncio.Protocol):
         transport.write(SSE_HEAD + stream[0])
         now = loop.time()
         self.timers = [t for t in self.timers if not t.cancelled() and t.when() > now]
-        for i, piece in enumerate(stream[1:], 1):
+        pieces = stream[1:]
+        if stream is self.usage_stream:
+            # As OpenAI sends it: the usage event right before [DONE], not a tick earlier
+            # (a gateway that takes it back out would otherwise show its client a gap).
+            pieces = [*pieces[:-3], pieces[-3] + pieces[-2], pieces[-1]]
+        for i, piece in enumerate(pieces, 1):
             self.timers.append(loop.call_at(now + i * delay, transport.write, piece))
 
 
