@@ -30,7 +30,6 @@ from .errors import (
     UpstreamUnavailableError,
 )
 from .hooks import Hooks
-from .http import Request, Response, StreamingResponse
 from .keys import Budget, Key
 from .limits import RateLimits
 from .outcome import Outcome, Usage
@@ -40,7 +39,8 @@ from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_typ
 from .providers.mock import MockProvider
 from .providers.openai import OpenAIProvider
 from .registry import ModelRegistry, Route
-from .sse import SSEEvent
+from .wire.http import Request, Response, StreamingResponse
+from .wire.sse import SSEEvent
 
 __all__ = [
     "AccessControl",

@@ -49,9 +49,9 @@ from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from .context import RequestContext
-    from .headers import Headers
     from .metrics import Metrics
     from .registry import ModelRegistry, Route
+    from .wire.headers import Headers
 
 logger = logging.getLogger("gateway")
 

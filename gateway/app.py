@@ -22,8 +22,6 @@ import msgspec
 
 from .auth import APIKeyAuth, presented_key
 from .context import RequestContext, reset_request_ids
-from .encoding import decode_body
-from .endpoints import CHAT, COMPLETIONS, EMBEDDINGS
 from .errors import (
     AuthenticationError,
     ClientError,
@@ -37,9 +35,7 @@ from .errors import (
     UpstreamError,
 )
 from .forwarding import Forwarder
-from .headers import HeaderList, forwardable_headers
 from .hooks import Hooks
-from .http import Request, Response, StreamingResponse, error_response, json_response
 from .messages import Messages, anthropic_error_response
 from .outcome import (
     ANSWERED,
@@ -56,6 +52,10 @@ from .providers import Provider
 from .registry import ModelRegistry
 from .relay import Relay
 from .timers import Timers
+from .wire.encoding import decode_body
+from .wire.endpoints import CHAT, COMPLETIONS, EMBEDDINGS
+from .wire.headers import HeaderList, forwardable_headers
+from .wire.http import Request, Response, StreamingResponse, error_response, json_response
 
 if TYPE_CHECKING:
     from .access import AccessControl

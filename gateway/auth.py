@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .context import RequestContext
-    from .headers import Headers
+    from .wire.headers import Headers
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -7,8 +7,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from .headers import safe_header_value
 from .outcome import Outcome
+from .wire.headers import safe_header_value
 
 if TYPE_CHECKING:
     from .providers import Provider

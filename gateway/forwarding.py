@@ -15,15 +15,15 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from . import multipart
 from .balancing import Deployment
 from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
-from .headers import header_value, safe_header_value
-from .payload import JSONBody
 from .policy import retry_after
 from .providers import UpstreamRequest, UpstreamResponse
 from .registry import ModelRegistry, Route
 from .timers import Timers
+from .wire import multipart
+from .wire.headers import header_value, safe_header_value
+from .wire.payload import JSONBody
 
 if TYPE_CHECKING:
     from .context import RequestContext

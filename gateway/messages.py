@@ -24,13 +24,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .endpoints import CHAT, Endpoint
 from .errors import GatewayError, NotFoundError, UpstreamStatusError
-from .headers import JSON, HeaderList, retyped
-from .http import Request, Response, StreamingResponse
 from .pipeline import json_body
 from .providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
-from .sse import aclose
 from .translate.anthropic import (
     AnthropicStatusError,
     ChatStream,
@@ -39,6 +35,10 @@ from .translate.anthropic import (
     messages_to_chat,
     openai_error_to_anthropic,
 )
+from .wire.endpoints import CHAT, Endpoint
+from .wire.headers import JSON, HeaderList, retyped
+from .wire.http import Request, Response, StreamingResponse
+from .wire.sse import aclose
 
 if TYPE_CHECKING:
     from .context import RequestContext

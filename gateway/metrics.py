@@ -34,8 +34,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .http import Request, Response
 from .outcome import Outcome
+from .wire.http import Request, Response
 
 if TYPE_CHECKING:
     from .app import Gateway

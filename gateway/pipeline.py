@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from . import multipart
 from .cache import HIT, Entry
-from .endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
 from .errors import (
     GatewayError,
     InternalError,
@@ -24,14 +22,16 @@ from .errors import (
     NotFoundError,
 )
 from .forwarding import Answer, Forwarder
-from .headers import HeaderList
-from .http import Request, Response, StreamingResponse, json_response
 from .outcome import Usage
 from .providers import UpstreamRequest
 from .relay import EndCallback, Relay, chunks_of
-from .sse import run_chunk_hooks
-from .types import Model, ModelList
 from .usage import UsageStripper
+from .wire import multipart
+from .wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
+from .wire.headers import HeaderList
+from .wire.http import Request, Response, StreamingResponse, json_response
+from .wire.sse import run_chunk_hooks
+from .wire.types import Model, ModelList
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from .errors import GatewayError, ShuttingDownError, UpstreamTimeoutError
 from .outcome import CLIENT_LEFT, DRAINED, IDLE_TIMEOUT, STREAM_BROKEN, STREAMED
-from .sse import aclose
 from .usage import UsageStripper, usage_of_stream_tail
+from .wire.sse import aclose
 
 if TYPE_CHECKING:
     from .context import RequestContext

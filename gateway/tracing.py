@@ -31,8 +31,8 @@ from .errors import GatewayError
 if TYPE_CHECKING:
     from .balancing import Deployment
     from .context import RequestContext
-    from .headers import Headers
     from .providers import UpstreamRequest
+    from .wire.headers import Headers
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = ("traceparent", "tracestate")

@@ -19,7 +19,7 @@ from gateway import (
     Response,
     StreamingResponse,
 )
-from gateway.types import ChatCompletion, ChatCompletionRequest
+from gateway.wire.types import ChatCompletion, ChatCompletionRequest
 from tests.upstream import RAW_COMPLETION, UPSTREAM_KEY
 
 CHAT = "/v1/chat/completions"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from gateway.payload import JSONBody, JSONMessage
-from gateway.types import ChatCompletionRequest, ChatMessage
+from gateway.wire.payload import JSONBody, JSONMessage
+from gateway.wire.types import ChatCompletionRequest, ChatMessage
 
 RAW = (
     b'{"model":"m","temperature":0.70,"messages":[{"role":"user","content":"h\\u00e9 \xe2\x9c\x93",'

@@ -8,8 +8,8 @@ import random
 
 from gateway.context import RequestContext
 from gateway.hooks import Hooks
-from gateway.sse import EventSplitter, SSEEvent, run_chunk_hooks
-from gateway.types import ChatCompletionChunk
+from gateway.wire.sse import EventSplitter, SSEEvent, run_chunk_hooks
+from gateway.wire.types import ChatCompletionChunk
 
 EVENTS = [
     b'data: {"a": 1}',

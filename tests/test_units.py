@@ -18,14 +18,14 @@ from gateway import (
     RequestContext,
     UpstreamStatusError,
     UpstreamTimeoutError,
-    multipart,
 )
 from gateway.auth import APIKeyAuth, presented_key
 from gateway.config import ConfigError, Settings, build_registry
-from gateway.endpoints import CHAT
-from gateway.headers import forwardable_headers, passable_headers
 from gateway.hooks import FunctionHook, Hooks, load_hook
-from gateway.http import error_response
+from gateway.wire import multipart
+from gateway.wire.endpoints import CHAT
+from gateway.wire.headers import forwardable_headers, passable_headers
+from gateway.wire.http import error_response
 
 # --------------------------------------------------------------------------- hooks
 

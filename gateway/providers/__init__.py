@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from ..errors import UpstreamStatusError
-from ..headers import JSON, retyped
 from ..outcome import Usage
-from ..payload import JSONMessage
 from ..usage import usage_of_answer
+from ..wire.headers import JSON, retyped
+from ..wire.payload import JSONMessage
 
 if TYPE_CHECKING:
     import aiohttp
 
     from ..context import RequestContext
-    from ..headers import HeaderList
+    from ..wire.headers import HeaderList
 
 
 class UpstreamRequest(JSONMessage):

@@ -21,7 +21,6 @@ import msgspec
 from yarl import URL
 
 from ..errors import NotFoundError, UpstreamStatusError
-from ..headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
 from ..outcome import Usage
 from ..translate.anthropic import (
     Facts,
@@ -33,6 +32,7 @@ from ..translate.anthropic import (
     usage_of_stream,
 )
 from ..translate.openai import usage_of_completion
+from ..wire.headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
 from . import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider
 from .openai import HTTPUpstreamResponse

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import msgspec
 from yarl import URL
 
-from ..payload import JSONBody
+from ..wire.payload import JSONBody
 from . import UpstreamRequest, provider_type, secret
 from .openai import HTTPUpstreamResponse, OpenAIProvider
 

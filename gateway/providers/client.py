@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from aiohttp.streams import StreamReader
     from yarl import URL
 
-    from ..headers import HeaderList
+    from ..wire.headers import HeaderList
 
 
 class HTTPResponse(Protocol):

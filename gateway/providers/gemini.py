@@ -18,7 +18,6 @@ import msgspec
 from yarl import URL
 
 from ..errors import InvalidRequestError, NotFoundError, UpstreamStatusError
-from ..headers import JSON, HeaderList, retyped
 from ..outcome import Usage
 from ..translate.gemini import (
     GeminiStream,
@@ -29,6 +28,7 @@ from ..translate.gemini import (
     response_to_chat,
 )
 from ..translate.openai import usage_of_completion
+from ..wire.headers import JSON, HeaderList, retyped
 from . import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider
 from .translated import TranslatedResponse

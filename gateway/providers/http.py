@@ -8,7 +8,7 @@ import aiohttp
 from yarl import URL
 
 from ..errors import UpstreamProtocolError, UpstreamUnavailableError
-from ..headers import HeaderList
+from ..wire.headers import HeaderList
 from . import Provider
 from .client import HTTPResponse, PooledClient
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from ..headers import HeaderList
+from ..wire.headers import HeaderList
 from . import Provider, UpstreamRequest, provider_type
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import msgspec
 from yarl import URL
 
 from ..errors import UpstreamProtocolError
-from ..headers import HeaderList, passable_headers
+from ..wire.headers import HeaderList, passable_headers
 from . import UpstreamRequest, provider_type, secret
 from .client import HTTPResponse
 from .http import HTTPProvider, let_go, unavailable

@@ -20,7 +20,7 @@ from ..errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ..headers import UPSTREAM_REQUEST_ID, retyped
+from ..wire.headers import UPSTREAM_REQUEST_ID, retyped
 from .http import let_go
 from .openai import HTTPUpstreamResponse
 

@@ -1,4 +1,4 @@
-"""Server adapters: each turns its server's requests into ``gateway.http.Request`` and
+"""Server adapters: each turns its server's requests into ``gateway.wire.http.Request`` and
 writes back the core's responses. No routing, hook or error logic lives here."""
 
 from __future__ import annotations

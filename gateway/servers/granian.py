@@ -10,8 +10,8 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..app import Gateway
 from ..errors import IncompleteBodyError
-from ..http import Request, StreamingResponse
 from ..logs import granian_log_config
+from ..wire.http import Request, StreamingResponse
 from . import freeze_startup_heap, on_stop_signal
 
 # When the client leaves, cancelling the request's task closes the upstream connection,

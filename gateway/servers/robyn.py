@@ -35,8 +35,8 @@ from robyn.robyn import SocketHeld, get_version
 
 from ..app import Gateway
 from ..errors import IncompleteBodyError
-from ..headers import HeaderList
-from ..http import Request, StreamingResponse
+from ..wire.headers import HeaderList
+from ..wire.http import Request, StreamingResponse
 from . import freeze_startup_heap
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")

@@ -26,10 +26,10 @@ from typing import Any
 
 import msgspec
 
-from ..endpoints import decode_json
 from ..errors import InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
-from ..sse import EventSplitter
+from ..wire.endpoints import decode_json
+from ..wire.sse import EventSplitter
 from .openai import (
     DONE,
     ROLE,

@@ -28,7 +28,7 @@ import msgspec
 
 from ..errors import InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
-from ..sse import EventSplitter
+from ..wire.sse import EventSplitter
 from .openai import (
     DONE,
     ROLE,

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..endpoints import decode_json
 from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
 from ..outcome import Usage
+from ..wire.endpoints import decode_json
 
 __all__ = [
     "DONE",

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import msgspec
 
+from ..errors import InvalidRequestError
 from . import types
-from .errors import InvalidRequestError
 
 T = TypeVar("T")
 

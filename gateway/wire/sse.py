@@ -15,8 +15,8 @@ import msgspec
 from .payload import JSONBody
 
 if TYPE_CHECKING:
-    from .context import RequestContext
-    from .hooks import HookList
+    from ..context import RequestContext
+    from ..hooks import HookList
 
 T = TypeVar("T", bound=msgspec.Struct)
 
