@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .cache import HIT, Entry
+from .chunks import run_chunk_hooks
 from .errors import (
     GatewayError,
     InternalError,
@@ -30,7 +31,6 @@ from .wire import multipart
 from .wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
 from .wire.headers import HeaderList
 from .wire.http import Request, Response, StreamingResponse, json_response
-from .wire.sse import run_chunk_hooks
 from .wire.types import Model, ModelList
 
 if TYPE_CHECKING:

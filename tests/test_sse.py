@@ -6,9 +6,10 @@ import asyncio
 import json
 import random
 
+from gateway.chunks import run_chunk_hooks
 from gateway.context import RequestContext
 from gateway.hooks import Hooks
-from gateway.wire.sse import EventSplitter, SSEEvent, run_chunk_hooks
+from gateway.wire.sse import EventSplitter, SSEEvent
 from gateway.wire.types import ChatCompletionChunk
 
 EVENTS = [
