@@ -5,13 +5,18 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .outcome import Outcome
 from .wire.headers import safe_header_value
 
-if TYPE_CHECKING:
-    from .providers import Provider
+
+class NamedProvider(Protocol):
+    """What the context needs of a provider: its name. (Providers take the context as an
+    argument, so naming their class here would make the two modules need each other.)"""
+
+    name: str
+
 
 # Request ids: a random prefix per process and a counter — unique across workers and
 # restarts, and far cheaper than a uuid4 per request.
@@ -77,7 +82,7 @@ class RequestContext:
         # (deployment, why) of each attempt that failed; None while none has
         self.failed_attempts: list[tuple[str, str]] | None = None
         self.identity: Any = None
-        self.provider: Provider | None = None
+        self.provider: NamedProvider | None = None
         self._metadata: dict[str, Any] | None = None
         self.span: Any = None  # the request's trace span, when tracing is on
         self.admission: Any = None  # what access control took for it (access.py)

@@ -24,10 +24,10 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,8 +38,27 @@ from .outcome import Outcome
 from .wire.http import Request, Response
 
 if TYPE_CHECKING:
-    from .app import Gateway
     from .context import RequestContext
+
+Gauges = dict[str, list[tuple[tuple[str, ...], float]]]
+
+
+class ModelNames(Protocol):
+    def is_open(self, model: str) -> bool: ...
+    def names(self) -> Iterable[str]: ...
+
+
+class Observed(Protocol):
+    """What the metrics read of the gateway they count (``Gateway`` is one): its models,
+    the gauges of what it holds now, and a way to serve ``/metrics`` beside it."""
+
+    @property
+    def registry(self) -> ModelNames: ...
+    def gauges(self) -> Gauges: ...
+    def add_probe(
+        self, method: str, path: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> None: ...
+
 
 logger = logging.getLogger("gateway")
 
@@ -131,7 +150,7 @@ class Metrics:
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = Path(directory) if directory else None
-        self._gateway: Gateway | None = None
+        self._gateway: Observed | None = None
         self._known_models: frozenset[str] = frozenset()
         self._open = True
         self._open_models: set[str] = set()
@@ -188,7 +207,7 @@ class Metrics:
 
     # ------------------------------------------------------------ wiring
 
-    def attach(self, gateway: Gateway, route: bool = True) -> None:
+    def attach(self, gateway: Observed, route: bool = True) -> None:
         """Count this gateway's requests, and serve its ``/metrics`` (unless ``route`` is
         false: another port serves them)."""
         self._gateway = gateway
