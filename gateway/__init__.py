@@ -9,11 +9,11 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 from .access import AccessControl
-from .app import Gateway, Limits
 from .balancing import Deployment
 from .cache import CacheSettings
-from .context import RequestContext
-from .errors import (
+from .core.app import Gateway, Limits
+from .core.context import RequestContext
+from .core.errors import (
     AuthenticationError,
     ClientError,
     GatewayError,
@@ -29,10 +29,10 @@ from .errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from .hooks import Hooks
+from .core.hooks import Hooks
+from .core.outcome import Outcome, Usage
 from .keys import Budget, Key
 from .limits import RateLimits
-from .outcome import Outcome, Usage
 from .policy import Cooldown, Retry, Timeouts
 from .pricing import Price, Prices
 from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_type

@@ -35,20 +35,20 @@ from .cache import (
     decode_entry,
     encode_entry,
 )
-from .errors import (
+from .core.errors import (
     AuthenticationError,
     GatewayError,
     PermissionDeniedError,
     RateLimitError,
 )
+from .core.outcome import STREAMED
 from .keys import Key, period_id, period_reset, same_hash, secret_hash
 from .limits import RateLimits, Scope, estimate_tokens, max_tokens_of, rate_limit_headers
-from .outcome import STREAMED
 from .stores import Budget, Store, StoreUnavailable, Ticket
 from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from .context import RequestContext
+    from .core.context import RequestContext
     from .metrics import Metrics
     from .registry import ModelRegistry, Route
     from .wire.headers import Headers

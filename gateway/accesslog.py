@@ -1,7 +1,7 @@
 """The access log: one JSON line per request, written off the event loop.
 
 An ``on_complete`` hook encodes the request's outcome (its fields are the line's
-fields: see ``gateway.outcome``) and appends it to a buffer; a timer hands the buffer
+fields: see ``gateway.core.outcome``) and appends it to a buffer; a timer hands the buffer
 to a writer thread every ``FLUSH_INTERVAL`` seconds (sooner when it fills), and the
 thread does the blocking write. When the destination cannot keep up and
 ``MAX_PENDING_BYTES`` are waiting, new lines are dropped and counted — a slow disk or
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from .context import RequestContext
-    from .outcome import Outcome
+    from .core.context import RequestContext
+    from .core.outcome import Outcome
 
 logger = logging.getLogger("gateway")
 

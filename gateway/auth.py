@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .context import RequestContext
+    from .core.context import RequestContext
     from .wire.headers import Headers
 
 

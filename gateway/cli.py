@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Sequence
 
 from . import __version__, keys_cli
-from .app import Gateway
 from .config import ConfigError, Settings, build_gateway
+from .core.app import Gateway
 from .logs import configure_logging
 from .metrics import Metrics, MetricsServer
 from .providers.mock import MOCK_MODELS, MockProvider

@@ -17,10 +17,10 @@ import msgspec
 
 from .access import AccessControl
 from .accesslog import AccessLog
-from .app import Gateway, Limits
 from .balancing import Deployment
 from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
-from .hooks import load_hook
+from .core.app import Gateway, Limits
+from .core.hooks import load_hook
 from .keys import Budget, Key, checked, parse_expiry
 from .limits import RateLimits
 from .logs import FORMATS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .balancing import Balancer, Deployment
-from .errors import ModelNotFoundError
+from .core.errors import ModelNotFoundError
 from .policy import Cooldown, Retry, RoutingDefaults, Timeouts
 from .providers import Provider
 

@@ -26,11 +26,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .errors import GatewayError
+from .core.errors import GatewayError
 
 if TYPE_CHECKING:
     from .balancing import Deployment
-    from .context import RequestContext
+    from .core.context import RequestContext
     from .providers import UpstreamRequest
     from .wire.headers import Headers
 

@@ -6,9 +6,9 @@ import asyncio
 import json
 import random
 
-from gateway.chunks import run_chunk_hooks
-from gateway.context import RequestContext
-from gateway.hooks import Hooks
+from gateway.core.chunks import run_chunk_hooks
+from gateway.core.context import RequestContext
+from gateway.core.hooks import Hooks
 from gateway.wire.sse import EventSplitter, SSEEvent
 from gateway.wire.types import ChatCompletionChunk
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.timers import Timers
+from gateway.core.timers import Timers
 
 
 async def test_a_timer_fires_after_its_delay_and_never_early():

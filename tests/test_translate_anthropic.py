@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.errors import InvalidRequestError
+from gateway.core.errors import InvalidRequestError
 from gateway.translate.anthropic import (
     JSON_TOOL,
     ChatStream,

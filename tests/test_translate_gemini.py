@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from gateway.errors import InvalidRequestError
+from gateway.core.errors import InvalidRequestError
 from gateway.translate.gemini import (
     Facts,
     GeminiStream,

@@ -21,7 +21,7 @@ from gateway import (
 )
 from gateway.auth import APIKeyAuth, presented_key
 from gateway.config import ConfigError, Settings, build_registry
-from gateway.hooks import FunctionHook, Hooks, load_hook
+from gateway.core.hooks import FunctionHook, Hooks, load_hook
 from gateway.wire import multipart
 from gateway.wire.endpoints import CHAT
 from gateway.wire.headers import forwardable_headers, passable_headers

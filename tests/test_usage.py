@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.outcome import Usage
+from gateway.core.outcome import Usage
 from gateway.usage import UsageStripper, usage_of_answer, usage_of_stream_tail
 
 OPENAI_USAGE = {

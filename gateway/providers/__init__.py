@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgspec
 
-from ..errors import UpstreamStatusError
-from ..outcome import Usage
+from ..core.errors import UpstreamStatusError
+from ..core.outcome import Usage
 from ..usage import usage_of_answer
 from ..wire.headers import JSON, retyped
 from ..wire.payload import JSONMessage
@@ -28,7 +28,7 @@ from ..wire.payload import JSONMessage
 if TYPE_CHECKING:
     import aiohttp
 
-    from ..context import RequestContext
+    from ..core.context import RequestContext
     from ..wire.headers import HeaderList
 
 
@@ -202,7 +202,7 @@ def openai_error(status: int, headers: HeaderList, content: bytes) -> UpstreamSt
     except (msgspec.DecodeError, RecursionError):
         error = None
     if error is None:  # not OpenAI's shape: wrap what it said
-        from ..errors import ErrorBody, ErrorEnvelope
+        from ..core.errors import ErrorBody, ErrorEnvelope
         from ..translate.openai import upstream_said
 
         said = upstream_said(status, content)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 from yarl import URL
 
-from ..errors import NotFoundError, UpstreamStatusError
-from ..outcome import Usage
+from ..core.errors import NotFoundError, UpstreamStatusError
+from ..core.outcome import Usage
 from ..translate.anthropic import (
     Facts,
     MessagesStream,
@@ -41,14 +41,14 @@ from .translated import TranslatedResponse
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from ..context import RequestContext
+    from ..core.context import RequestContext
     from .client import HTTPResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 
-# The endpoints of the gateway's /v1/messages front door (gateway.messages).
+# The endpoints of the gateway's /v1/messages front door (gateway.core.messages).
 MESSAGES = "messages"
 COUNT_TOKENS = "messages.count_tokens"
 

@@ -24,7 +24,7 @@ from . import UpstreamRequest, provider_type, secret
 from .openai import HTTPUpstreamResponse, OpenAIProvider
 
 if TYPE_CHECKING:
-    from ..context import RequestContext
+    from ..core.context import RequestContext
 
 API_VERSION = "2024-10-21"  # the data plane's GA version
 

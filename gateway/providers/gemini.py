@@ -17,8 +17,8 @@ from urllib.parse import quote
 import msgspec
 from yarl import URL
 
-from ..errors import InvalidRequestError, NotFoundError, UpstreamStatusError
-from ..outcome import Usage
+from ..core.errors import InvalidRequestError, NotFoundError, UpstreamStatusError
+from ..core.outcome import Usage
 from ..translate.gemini import (
     GeminiStream,
     chat_to_gemini,
@@ -34,7 +34,7 @@ from .http import HTTPProvider
 from .translated import TranslatedResponse
 
 if TYPE_CHECKING:
-    from ..context import RequestContext
+    from ..core.context import RequestContext
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 

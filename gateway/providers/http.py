@@ -7,7 +7,7 @@ from __future__ import annotations
 import aiohttp
 from yarl import URL
 
-from ..errors import UpstreamProtocolError, UpstreamUnavailableError
+from ..core.errors import UpstreamProtocolError, UpstreamUnavailableError
 from ..wire.headers import HeaderList
 from . import Provider
 from .client import HTTPResponse, PooledClient

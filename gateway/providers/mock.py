@@ -19,7 +19,7 @@ from ..wire.headers import HeaderList
 from . import Provider, UpstreamRequest, provider_type
 
 if TYPE_CHECKING:
-    from ..context import RequestContext
+    from ..core.context import RequestContext
 
 MOCK_MODELS = ("mock-gpt", "mock-embedding")
 _CREATED = 1_700_000_000

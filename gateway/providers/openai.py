@@ -9,14 +9,14 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from ..errors import UpstreamProtocolError
+from ..core.errors import UpstreamProtocolError
 from ..wire.headers import HeaderList, passable_headers
 from . import UpstreamRequest, provider_type, secret
 from .client import HTTPResponse
 from .http import HTTPProvider, let_go, unavailable
 
 if TYPE_CHECKING:
-    from ..context import RequestContext
+    from ..core.context import RequestContext
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

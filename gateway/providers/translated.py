@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from ..errors import (
+from ..core.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
@@ -25,8 +25,8 @@ from .http import let_go
 from .openai import HTTPUpstreamResponse
 
 if TYPE_CHECKING:
-    from ..context import RequestContext
-    from ..outcome import Usage
+    from ..core.context import RequestContext
+    from ..core.outcome import Usage
     from .client import HTTPResponse
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
-from ..app import Gateway
-from ..errors import IncompleteBodyError
+from ..core.app import Gateway
+from ..core.errors import IncompleteBodyError
 from ..logs import granian_log_config
 from ..wire.http import Request, StreamingResponse
 from . import freeze_startup_heap, on_stop_signal

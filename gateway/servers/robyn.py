@@ -33,8 +33,8 @@ from robyn.processpool import spawn_process
 from robyn.responses import StreamingResponse as RobynStreamingResponse
 from robyn.robyn import SocketHeld, get_version
 
-from ..app import Gateway
-from ..errors import IncompleteBodyError
+from ..core.app import Gateway
+from ..core.errors import IncompleteBodyError
 from ..wire.headers import HeaderList
 from ..wire.http import Request, StreamingResponse
 from . import freeze_startup_heap

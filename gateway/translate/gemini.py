@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidRequestError, UpstreamStatusError
-from ..outcome import Usage
+from ..core.errors import InvalidRequestError, UpstreamStatusError
+from ..core.outcome import Usage
 from ..wire.sse import EventSplitter
 from .openai import (
     DONE,

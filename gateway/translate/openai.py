@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
-from ..outcome import Usage
+from ..core.errors import ErrorBody, ErrorEnvelope, InvalidRequestError, UpstreamStatusError
+from ..core.outcome import Usage
 from ..wire.endpoints import decode_json
 
 __all__ = [

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import brotli
 import zstandard
 
-from ..errors import InvalidRequestError, RequestTooLargeError, UnsupportedMediaTypeError
+from ..core.errors import InvalidRequestError, RequestTooLargeError, UnsupportedMediaTypeError
 
 Decoder = Callable[[bytes, int], bytes]
 _STEP = 64 * 1024  # decoded bytes produced per step, so that no step outgrows the limit

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..errors import InvalidRequestError
+from ..core.errors import InvalidRequestError
 from . import types
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..errors import HeadersTooLargeError
+from ..core.errors import HeadersTooLargeError
 
 HeaderList = list[tuple[str, str]]
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 
-from ..errors import GatewayError, UpstreamStatusError
+from ..core.errors import GatewayError, UpstreamStatusError
 from .headers import HeaderList, Headers, header_value
 from .payload import JSONMessage
 from .sse import aclose

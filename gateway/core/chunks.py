@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .wire.sse import EventSplitter, SSEEvent, aclose, events_bytes
+from ..wire.sse import EventSplitter, SSEEvent, aclose, events_bytes
 
 if TYPE_CHECKING:
     from .context import RequestContext

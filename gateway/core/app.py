@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 import msgspec
 
-from .auth import APIKeyAuth, presented_key
+from ..auth import APIKeyAuth, presented_key
+from ..pricing import Prices
+from ..providers import Provider
+from ..registry import ModelRegistry
+from ..wire.encoding import decode_body
+from ..wire.endpoints import CHAT, COMPLETIONS, EMBEDDINGS
+from ..wire.headers import HeaderList, forwardable_headers
+from ..wire.http import Request, Response, StreamingResponse, error_response, json_response
 from .context import RequestContext, reset_request_ids
 from .errors import (
     AuthenticationError,
@@ -47,19 +54,12 @@ from .outcome import (
     UPSTREAM_ERROR,
 )
 from .pipeline import Pipeline
-from .pricing import Prices
-from .providers import Provider
-from .registry import ModelRegistry
 from .relay import Relay
 from .timers import Timers
-from .wire.encoding import decode_body
-from .wire.endpoints import CHAT, COMPLETIONS, EMBEDDINGS
-from .wire.headers import HeaderList, forwardable_headers
-from .wire.http import Request, Response, StreamingResponse, error_response, json_response
 
 if TYPE_CHECKING:
-    from .access import AccessControl
-    from .tracing import Tracer
+    from ..access import AccessControl
+    from ..tracing import Tracer
 
 logger = logging.getLogger("gateway")
 _perf_counter = time.perf_counter

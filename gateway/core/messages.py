@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .errors import GatewayError, NotFoundError, UpstreamStatusError
-from .pipeline import json_body
-from .providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
-from .translate.anthropic import (
+from ..providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
+from ..translate.anthropic import (
     AnthropicStatusError,
     ChatStream,
     anthropic_error,
@@ -35,15 +33,17 @@ from .translate.anthropic import (
     messages_to_chat,
     openai_error_to_anthropic,
 )
-from .wire.endpoints import CHAT, Endpoint
-from .wire.headers import JSON, HeaderList, retyped
-from .wire.http import Request, Response, StreamingResponse
-from .wire.sse import aclose
+from ..wire.endpoints import CHAT, Endpoint
+from ..wire.headers import JSON, HeaderList, retyped
+from ..wire.http import Request, Response, StreamingResponse
+from ..wire.sse import aclose
+from .errors import GatewayError, NotFoundError, UpstreamStatusError
+from .pipeline import json_body
 
 if TYPE_CHECKING:
+    from ..registry import ModelRegistry, Route
     from .context import RequestContext
     from .pipeline import AnyResponse, Pipeline
-    from .registry import ModelRegistry, Route
 
 
 class MessagesFields(msgspec.Struct):

@@ -7,8 +7,8 @@ import os
 import time
 from typing import Any, Protocol
 
+from ..wire.headers import safe_header_value
 from .outcome import Outcome
-from .wire.headers import safe_header_value
 
 
 class NamedProvider(Protocol):
@@ -45,7 +45,7 @@ def reset_request_ids() -> None:
 class RequestContext:
     """What the gateway knows about one request while it is handled.
 
-    ``outcome`` is the request's record (see ``gateway.outcome``); ``endpoint``,
+    ``outcome`` is the request's record (see ``gateway.core.outcome``); ``endpoint``,
     ``model``, ``stream`` and ``upstream_model`` read it. ``provider`` is the provider
     of the current attempt, ``identity`` what the authenticating hook returned.
     """

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .cache import HIT, Entry
+from ..cache import HIT, Entry
+from ..providers import UpstreamRequest
+from ..usage import UsageStripper
+from ..wire import multipart
+from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
+from ..wire.headers import HeaderList
+from ..wire.http import Request, Response, StreamingResponse, json_response
+from ..wire.types import Model, ModelList
 from .chunks import run_chunk_hooks
 from .errors import (
     GatewayError,
@@ -24,22 +31,15 @@ from .errors import (
 )
 from .forwarding import Answer, Forwarder
 from .outcome import Usage
-from .providers import UpstreamRequest
 from .relay import EndCallback, Relay, chunks_of
-from .usage import UsageStripper
-from .wire import multipart
-from .wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
-from .wire.headers import HeaderList
-from .wire.http import Request, Response, StreamingResponse, json_response
-from .wire.types import Model, ModelList
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .access import AccessControl
+    from ..access import AccessControl
+    from ..registry import ModelRegistry, Route
     from .context import RequestContext
     from .hooks import Hooks
-    from .registry import ModelRegistry, Route
     from .timers import Timers
 
 logger = logging.getLogger("gateway")

@@ -15,19 +15,19 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from .balancing import Deployment
+from ..balancing import Deployment
+from ..policy import retry_after
+from ..providers import UpstreamRequest, UpstreamResponse
+from ..registry import ModelRegistry, Route
+from ..wire import multipart
+from ..wire.headers import header_value, safe_header_value
+from ..wire.payload import JSONBody
 from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
-from .policy import retry_after
-from .providers import UpstreamRequest, UpstreamResponse
-from .registry import ModelRegistry, Route
 from .timers import Timers
-from .wire import multipart
-from .wire.headers import header_value, safe_header_value
-from .wire.payload import JSONBody
 
 if TYPE_CHECKING:
+    from ..tracing import Tracer
     from .context import RequestContext
-    from .tracing import Tracer
 
 logger = logging.getLogger("gateway")
 
