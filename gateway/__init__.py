@@ -9,7 +9,6 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 from .access import AccessControl
-from .balancing import Deployment
 from .cache import CacheSettings
 from .core.app import Gateway, Limits
 from .core.context import RequestContext
@@ -33,12 +32,13 @@ from .core.hooks import Hooks
 from .core.outcome import Outcome, Usage
 from .keys import Budget, Key
 from .limits import RateLimits
-from .policy import Cooldown, Retry, Timeouts
 from .pricing import Price, Prices
 from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_type
 from .providers.mock import MockProvider
 from .providers.openai import OpenAIProvider
-from .registry import ModelRegistry, Route
+from .routing.balancing import Deployment
+from .routing.policy import Cooldown, Retry, Timeouts
+from .routing.registry import ModelRegistry, Route
 from .wire.http import Request, Response, StreamingResponse
 from .wire.sse import SSEEvent
 

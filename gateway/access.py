@@ -50,7 +50,7 @@ from .stores.memory import MemoryStore
 if TYPE_CHECKING:
     from .core.context import RequestContext
     from .metrics import Metrics
-    from .registry import ModelRegistry, Route
+    from .routing.registry import ModelRegistry, Route
     from .wire.headers import Headers
 
 logger = logging.getLogger("gateway")

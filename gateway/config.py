@@ -17,7 +17,6 @@ import msgspec
 
 from .access import AccessControl
 from .accesslog import AccessLog
-from .balancing import Deployment
 from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
 from .core.app import Gateway, Limits
 from .core.hooks import load_hook
@@ -25,12 +24,13 @@ from .keys import Budget, Key, checked, parse_expiry
 from .limits import RateLimits
 from .logs import FORMATS
 from .metrics import Metrics
-from .policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
 from .pricing import Price, Prices
 from .providers import Provider, provider_types
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
-from .registry import ModelRegistry
+from .routing.balancing import Deployment
+from .routing.policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
+from .routing.registry import ModelRegistry
 from .stores import Store
 
 T = TypeVar("T")

@@ -29,9 +29,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .core.errors import GatewayError
 
 if TYPE_CHECKING:
-    from .balancing import Deployment
     from .core.context import RequestContext
     from .providers import UpstreamRequest
+    from .routing.balancing import Deployment
     from .wire.headers import Headers
 
 _PROPAGATOR = TraceContextTextMapPropagator()

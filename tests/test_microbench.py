@@ -16,7 +16,7 @@ import pytest
 
 from gateway import Gateway, Provider, Request, StreamingResponse
 from gateway.providers.mock import MockResponse
-from gateway.registry import ModelRegistry
+from gateway.routing.registry import ModelRegistry
 from gateway.wire.endpoints import CHAT
 
 REQUESTS = 100  # per measured call, so the event loop's own cost is spread thin

@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from gateway import Gateway, ModelRegistry, OpenAIProvider, Request, StreamingResponse
-from gateway.balancing import Balancer, Deployment
-from gateway.policy import Cooldown, Retry, Timeouts, retry_after
+from gateway.routing.balancing import Balancer, Deployment
+from gateway.routing.policy import Cooldown, Retry, Timeouts, retry_after
 from tests.gateway_process import free_port
 from tests.upstream import Upstream
 

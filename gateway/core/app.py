@@ -23,7 +23,7 @@ import msgspec
 from ..auth import APIKeyAuth, presented_key
 from ..pricing import Prices
 from ..providers import Provider
-from ..registry import ModelRegistry
+from ..routing.registry import ModelRegistry
 from ..wire.encoding import decode_body
 from ..wire.endpoints import CHAT, COMPLETIONS, EMBEDDINGS
 from ..wire.headers import HeaderList, forwardable_headers

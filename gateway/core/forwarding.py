@@ -15,10 +15,10 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from ..balancing import Deployment
-from ..policy import retry_after
 from ..providers import UpstreamRequest, UpstreamResponse
-from ..registry import ModelRegistry, Route
+from ..routing.balancing import Deployment
+from ..routing.policy import retry_after
+from ..routing.registry import ModelRegistry, Route
 from ..wire import multipart
 from ..wire.headers import header_value, safe_header_value
 from ..wire.payload import JSONBody

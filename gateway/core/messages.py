@@ -41,7 +41,7 @@ from .errors import GatewayError, NotFoundError, UpstreamStatusError
 from .pipeline import json_body
 
 if TYPE_CHECKING:
-    from ..registry import ModelRegistry, Route
+    from ..routing.registry import ModelRegistry, Route
     from .context import RequestContext
     from .pipeline import AnyResponse, Pipeline
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ..access import AccessControl
-    from ..registry import ModelRegistry, Route
+    from ..routing.registry import ModelRegistry, Route
     from .context import RequestContext
     from .hooks import Hooks
     from .timers import Timers

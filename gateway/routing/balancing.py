@@ -11,8 +11,8 @@ import random
 from collections import deque
 from collections.abc import Collection, Sequence
 
+from ..providers import Provider
 from .policy import Cooldown
-from .providers import Provider
 
 STRATEGIES = ("least-inflight", "round-robin", "weighted", "lowest-latency")
 LATENCY_WEIGHT = 0.2  # of each new sample in the time-to-first-byte average

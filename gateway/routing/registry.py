@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ..core.errors import ModelNotFoundError
+from ..providers import Provider
 from .balancing import Balancer, Deployment
-from .core.errors import ModelNotFoundError
 from .policy import Cooldown, Retry, RoutingDefaults, Timeouts
-from .providers import Provider
 
 
 class Route:
