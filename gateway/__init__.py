@@ -8,8 +8,10 @@ try:
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-from .access import AccessControl
-from .cache import CacheSettings
+from .access.cache import CacheSettings
+from .access.control import AccessControl
+from .access.keys import Budget, Key
+from .access.limits import RateLimits
 from .core.app import Gateway, Limits
 from .core.context import RequestContext
 from .core.errors import (
@@ -30,8 +32,6 @@ from .core.errors import (
 )
 from .core.hooks import Hooks
 from .core.outcome import Outcome, Usage
-from .keys import Budget, Key
-from .limits import RateLimits
 from .pricing import Price, Prices
 from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_type
 from .providers.mock import MockProvider

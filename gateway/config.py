@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .access import AccessControl
+from .access.control import AccessControl
+from .access.keys import Budget, Key, checked, parse_expiry
+from .access.limits import RateLimits
+from .access.stores import Store
 from .accesslog import AccessLog
 from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
 from .core.app import Gateway, Limits
 from .core.hooks import load_hook
-from .keys import Budget, Key, checked, parse_expiry
-from .limits import RateLimits
 from .logs import FORMATS
 from .metrics import Metrics
 from .pricing import Price, Prices
@@ -31,7 +32,6 @@ from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
 from .routing.balancing import Deployment
 from .routing.policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
 from .routing.registry import ModelRegistry
-from .stores import Store
 
 T = TypeVar("T")
 
@@ -430,7 +430,7 @@ def build_keys(settings: Settings, file: ConfigFile) -> list[Key]:
 def build_store(settings: Settings) -> Store | None:
     if settings.redis_url is None:
         return None
-    from .stores.redis import RedisStore
+    from .access.stores.redis import RedisStore
 
     return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
+from .access.keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
+from .access.stores import Store, StoreUnavailable
 from .config import ConfigError, Settings, build_keys, build_store, load_file
 from .configfile import explain
-from .keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
-from .stores import Store, StoreUnavailable
 
 
 def add_parser(subparsers: Any) -> None:

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from gateway import Gateway, MockProvider, ModelRegistry, Request, StreamingResponse
-from gateway.access import AccessControl
-from gateway.cache import CacheSettings
-from gateway.keys import Budget, Key, secret_hash
-from gateway.limits import RateLimits, reset_text, retry_after
+from gateway.access.cache import CacheSettings
+from gateway.access.control import AccessControl
+from gateway.access.keys import Budget, Key, secret_hash
+from gateway.access.limits import RateLimits, reset_text, retry_after
 from gateway.pricing import Price, Prices
 
 CHAT = "/v1/chat/completions"
@@ -312,7 +312,7 @@ async def test_a_hit_goes_through_the_hooks_and_a_streamed_hit_ends_as_a_stream(
 def test_the_cache_key_reads_the_top_level_only_and_in_bounded_memory():
     import tracemalloc
 
-    from gateway.cache import cache_key
+    from gateway.access.cache import cache_key
 
     def key_of(body: bytes, endpoint: str = "chat.completions") -> str | None:
         return cache_key(CacheSettings(), "s", endpoint, "m", False, body)

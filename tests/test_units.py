@@ -19,7 +19,7 @@ from gateway import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from gateway.auth import APIKeyAuth, presented_key
+from gateway.access.auth import APIKeyAuth, presented_key
 from gateway.config import ConfigError, Settings, build_registry
 from gateway.core.hooks import FunctionHook, Hooks, load_hook
 from gateway.wire import multipart

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import msgspec
 
-from ..auth import APIKeyAuth, presented_key
+from ..access.auth import APIKeyAuth, presented_key
 from ..pricing import Prices
 from ..providers import Provider
 from ..routing.registry import ModelRegistry
@@ -58,7 +58,7 @@ from .relay import Relay
 from .timers import Timers
 
 if TYPE_CHECKING:
-    from ..access import AccessControl
+    from ..access.control import AccessControl
     from ..tracing import Tracer
 
 logger = logging.getLogger("gateway")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..cache import HIT, Entry
+from ..access.cache import HIT, Entry
 from ..providers import UpstreamRequest
 from ..usage import UsageStripper
 from ..wire import multipart
@@ -36,7 +36,7 @@ from .relay import EndCallback, Relay, chunks_of
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ..access import AccessControl
+    from ..access.control import AccessControl
     from ..routing.registry import ModelRegistry, Route
     from .context import RequestContext
     from .hooks import Hooks

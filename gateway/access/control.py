@@ -24,6 +24,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import (
+    AuthenticationError,
+    GatewayError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+from ..core.outcome import STREAMED
 from .cache import (
     BYPASS,
     HIT,
@@ -35,23 +42,16 @@ from .cache import (
     decode_entry,
     encode_entry,
 )
-from .core.errors import (
-    AuthenticationError,
-    GatewayError,
-    PermissionDeniedError,
-    RateLimitError,
-)
-from .core.outcome import STREAMED
 from .keys import Key, period_id, period_reset, same_hash, secret_hash
 from .limits import RateLimits, Scope, estimate_tokens, max_tokens_of, rate_limit_headers
 from .stores import Budget, Store, StoreUnavailable, Ticket
 from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from .core.context import RequestContext
-    from .metrics import Metrics
-    from .routing.registry import ModelRegistry, Route
-    from .wire.headers import Headers
+    from ..core.context import RequestContext
+    from ..metrics import Metrics
+    from ..routing.registry import ModelRegistry, Route
+    from ..wire.headers import Headers
 
 logger = logging.getLogger("gateway")
 

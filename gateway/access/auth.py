@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .core.context import RequestContext
-    from .wire.headers import Headers
+    from ..core.context import RequestContext
+    from ..wire.headers import Headers
 
 
 def presented_key(headers: Headers) -> str | None:
