@@ -32,7 +32,7 @@ from .core.errors import (
 )
 from .core.hooks import Hooks
 from .core.outcome import Outcome, Usage
-from .pricing import Price, Prices
+from .observability.pricing import Price, Prices
 from .providers import Provider, UpstreamRequest, UpstreamResponse, provider_type
 from .providers.mock import MockProvider
 from .providers.openai import OpenAIProvider

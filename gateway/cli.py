@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from . import __version__, keys_cli
 from .config import ConfigError, Settings, build_gateway
 from .core.app import Gateway
-from .logs import configure_logging
-from .metrics import Metrics, MetricsServer
+from .observability.logs import configure_logging
+from .observability.metrics import Metrics, MetricsServer
 from .providers.mock import MOCK_MODELS, MockProvider
 
 logger = logging.getLogger("gateway")

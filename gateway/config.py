@@ -19,13 +19,13 @@ from .access.control import AccessControl
 from .access.keys import Budget, Key, checked, parse_expiry
 from .access.limits import RateLimits
 from .access.stores import Store
-from .accesslog import AccessLog
 from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
 from .core.app import Gateway, Limits
 from .core.hooks import load_hook
-from .logs import FORMATS
-from .metrics import Metrics
-from .pricing import Price, Prices
+from .observability.accesslog import AccessLog
+from .observability.logs import FORMATS
+from .observability.metrics import Metrics
+from .observability.pricing import Price, Prices
 from .providers import Provider, provider_types
 from .providers.mock import MockProvider
 from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
@@ -479,7 +479,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
     tracer = None
     if any(settings.environ.get(name) for name in OTEL_VARIABLES):
         try:
-            from .tracing import Tracer
+            from .observability.tracing import Tracer
         except ImportError:
             raise ConfigError(
                 "an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or "

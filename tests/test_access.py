@@ -13,7 +13,7 @@ from gateway.access.cache import CacheSettings
 from gateway.access.control import AccessControl
 from gateway.access.keys import Budget, Key, secret_hash
 from gateway.access.limits import RateLimits, reset_text, retry_after
-from gateway.pricing import Price, Prices
+from gateway.observability.pricing import Price, Prices
 
 CHAT = "/v1/chat/completions"
 

@@ -404,7 +404,7 @@ def test_metrics_on_a_port_of_their_own(upstream_server, tmp_path_factory, serve
 
 
 def test_open_mode_model_labels_are_bounded(upstream_server, tmp_path_factory):
-    from gateway.metrics import MAX_OPEN_MODELS
+    from gateway.observability.metrics import MAX_OPEN_MODELS
 
     gateway = operated_gateway(tmp_path_factory, "granian", upstream_server)
     try:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.core.outcome import Usage
-from gateway.usage import UsageStripper, usage_of_answer, usage_of_stream_tail
+from gateway.observability.usage import UsageStripper, usage_of_answer, usage_of_stream_tail
 
 OPENAI_USAGE = {
     "prompt_tokens": 20,

@@ -49,7 +49,7 @@ from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from ..core.context import RequestContext
-    from ..metrics import Metrics
+    from ..observability.metrics import Metrics
     from ..routing.registry import ModelRegistry, Route
     from ..wire.headers import Headers
 

@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 
 from ..access.auth import APIKeyAuth, presented_key
-from ..pricing import Prices
+from ..observability.pricing import Prices
 from ..providers import Provider
 from ..routing.registry import ModelRegistry
 from ..wire.encoding import decode_body
@@ -59,7 +59,7 @@ from .timers import Timers
 
 if TYPE_CHECKING:
     from ..access.control import AccessControl
-    from ..tracing import Tracer
+    from ..observability.tracing import Tracer
 
 logger = logging.getLogger("gateway")
 _perf_counter = time.perf_counter

@@ -26,7 +26,7 @@ from .errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTi
 from .timers import Timers
 
 if TYPE_CHECKING:
-    from ..tracing import Tracer
+    from ..observability.tracing import Tracer
     from .context import RequestContext
 
 logger = logging.getLogger("gateway")

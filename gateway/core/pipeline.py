@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..access.cache import HIT, Entry
+from ..observability.usage import UsageStripper
 from ..providers import UpstreamRequest
-from ..usage import UsageStripper
 from ..wire import multipart
 from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
 from ..wire.headers import HeaderList

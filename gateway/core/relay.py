@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableSet
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from ..usage import UsageStripper, usage_of_stream_tail
+from ..observability.usage import UsageStripper, usage_of_stream_tail
 from ..wire.sse import aclose
 from .errors import GatewayError, ShuttingDownError, UpstreamTimeoutError
 from .outcome import CLIENT_LEFT, DRAINED, IDLE_TIMEOUT, STREAM_BROKEN, STREAMED

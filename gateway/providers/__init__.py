@@ -21,7 +21,7 @@ import msgspec
 
 from ..core.errors import UpstreamStatusError
 from ..core.outcome import Usage
-from ..usage import usage_of_answer
+from ..observability.usage import usage_of_answer
 from ..wire.headers import JSON, retyped
 from ..wire.payload import JSONMessage
 

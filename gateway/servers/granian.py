@@ -10,7 +10,7 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from ..core.app import Gateway
 from ..core.errors import IncompleteBodyError
-from ..logs import granian_log_config
+from ..observability.logs import granian_log_config
 from ..wire.http import Request, StreamingResponse
 from . import freeze_startup_heap, on_stop_signal
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .core.outcome import Usage
+from ..core.outcome import Usage
 
 
 class _Details(msgspec.Struct, gc=False):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from .core.outcome import Outcome
+from ..core.outcome import Outcome
 
 
 class Price(msgspec.Struct, frozen=True):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from .core.context import RequestContext
-    from .core.outcome import Outcome
+    from ..core.context import RequestContext
+    from ..core.outcome import Outcome
 
 logger = logging.getLogger("gateway")
 

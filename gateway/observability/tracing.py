@@ -26,13 +26,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .core.errors import GatewayError
+from ..core.errors import GatewayError
 
 if TYPE_CHECKING:
-    from .core.context import RequestContext
-    from .providers import UpstreamRequest
-    from .routing.balancing import Deployment
-    from .wire.headers import Headers
+    from ..core.context import RequestContext
+    from ..providers import UpstreamRequest
+    from ..routing.balancing import Deployment
+    from ..wire.headers import Headers
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = ("traceparent", "tracestate")

@@ -34,11 +34,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .core.outcome import Outcome
-from .wire.http import Request, Response
+from ..core.outcome import Outcome
+from ..wire.http import Request, Response
 
 if TYPE_CHECKING:
-    from .core.context import RequestContext
+    from ..core.context import RequestContext
 
 Gauges = dict[str, list[tuple[tuple[str, ...], float]]]
 
