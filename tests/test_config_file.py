@@ -159,7 +159,7 @@ def test_unknown_model_on_other_paths_is_a_404(config_gateway, upstream):
 
 
 def test_a_provider_type_of_ones_own_from_a_hook_module(tmp_path):
-    from gateway.config import Settings, build_gateway
+    from gateway.config.settings import Settings, build_gateway
 
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -176,7 +176,7 @@ def test_a_provider_type_of_ones_own_from_a_hook_module(tmp_path):
     )
     import pytest
 
-    from gateway.config import ConfigError
+    from gateway.config.settings import ConfigError
 
     with pytest.raises(ConfigError, match=r"providers\.shouty\.loud: unknown setting"):
         build_gateway(Settings.from_env({"GATEWAY_CONFIG": str(wrong)}))
@@ -186,7 +186,7 @@ async def test_the_own_provider_type_answers(tmp_path):
     import json
 
     from gateway import Request
-    from gateway.config import Settings, build_gateway
+    from gateway.config.settings import Settings, build_gateway
 
     config = tmp_path / "gateway.toml"
     config.write_text(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings, build_registry
+from gateway.config.settings import ConfigError, Settings, build_registry
 from tests.conftest import SERVERS, start_gateway
 from tests.gateway_process import free_port, raw_request
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gateway
 from gateway import Gateway, MockProvider, OpenAIProvider, Request
-from gateway.config import Settings, build_gateway
+from gateway.config.settings import Settings, build_gateway
 
 EXAMPLES = Path(gateway.__file__).parent / "examples"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway import Gateway, MockProvider, Request, StreamingResponse
-from gateway.config import Settings, build_gateway
+from gateway.config.settings import Settings, build_gateway
 from tests.conftest import start_gateway
 from tests.gateway_process import ROOT, GatewayProcess, clean_environ
 

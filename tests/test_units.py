@@ -20,7 +20,7 @@ from gateway import (
     UpstreamTimeoutError,
 )
 from gateway.access.auth import APIKeyAuth, presented_key
-from gateway.config import ConfigError, Settings, build_registry
+from gateway.config.settings import ConfigError, Settings, build_registry
 from gateway.core.hooks import FunctionHook, Hooks, load_hook
 from gateway.wire import multipart
 from gateway.wire.endpoints import CHAT

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from .access.cache import CacheSettings
+from ..access.cache import CacheSettings
 
 T = TypeVar("T")
 

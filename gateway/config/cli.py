@@ -17,12 +17,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__, keys_cli
-from .config import ConfigError, Settings, build_gateway
-from .core.app import Gateway
-from .observability.logs import configure_logging
-from .observability.metrics import Metrics, MetricsServer
-from .providers.mock import MOCK_MODELS, MockProvider
+from .. import __version__
+from ..core.app import Gateway
+from ..observability.logs import configure_logging
+from ..observability.metrics import Metrics, MetricsServer
+from ..providers.mock import MOCK_MODELS, MockProvider
+from . import keys_cli
+from .settings import ConfigError, Settings, build_gateway
 
 logger = logging.getLogger("gateway")
 
@@ -250,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         MetricsServer(settings.host, settings.metrics_port, metrics.render_directory).start()
         logger.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
     if settings.server == "robyn":
-        from .servers.robyn import serve
+        from ..servers.robyn import serve
     else:
-        from .servers.granian import serve
+        from ..servers.granian import serve
     # Workers are forked: each gets its own copy of the gateway and starts it on its loop.
     serve(
         lambda: gateway,

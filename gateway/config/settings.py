@@ -15,23 +15,23 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .access.control import AccessControl
-from .access.keys import Budget, Key, checked, parse_expiry
-from .access.limits import RateLimits
-from .access.stores import Store
-from .configfile import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
-from .core.app import Gateway, Limits
-from .core.hooks import load_hook
-from .observability.accesslog import AccessLog
-from .observability.logs import FORMATS
-from .observability.metrics import Metrics
-from .observability.pricing import Price, Prices
-from .providers import Provider, provider_types
-from .providers.mock import MockProvider
-from .providers.openai import DEFAULT_BASE_URL, OpenAIProvider
-from .routing.balancing import Deployment
-from .routing.policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
-from .routing.registry import ModelRegistry
+from ..access.control import AccessControl
+from ..access.keys import Budget, Key, checked, parse_expiry
+from ..access.limits import RateLimits
+from ..access.stores import Store
+from ..core.app import Gateway, Limits
+from ..core.hooks import load_hook
+from ..observability.accesslog import AccessLog
+from ..observability.logs import FORMATS
+from ..observability.metrics import Metrics
+from ..observability.pricing import Price, Prices
+from ..providers import Provider, provider_types
+from ..providers.mock import MockProvider
+from ..providers.openai import DEFAULT_BASE_URL, OpenAIProvider
+from ..routing.balancing import Deployment
+from ..routing.policy import CONNECTION, TIMEOUT, Retry, RoutingDefaults, Timeouts
+from ..routing.registry import ModelRegistry
+from .file import ConfigFile, FileError, RoutingTable, convert, explain, parse_config
 
 T = TypeVar("T")
 
@@ -430,7 +430,7 @@ def build_keys(settings: Settings, file: ConfigFile) -> list[Key]:
 def build_store(settings: Settings) -> Store | None:
     if settings.redis_url is None:
         return None
-    from .access.stores.redis import RedisStore
+    from ..access.stores.redis import RedisStore
 
     return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
 
@@ -479,7 +479,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
     tracer = None
     if any(settings.environ.get(name) for name in OTEL_VARIABLES):
         try:
-            from .observability.tracing import Tracer
+            from ..observability.tracing import Tracer
         except ImportError:
             raise ConfigError(
                 "an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or "

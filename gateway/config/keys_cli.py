@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from .access.keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
-from .access.stores import Store, StoreUnavailable
-from .config import ConfigError, Settings, build_keys, build_store, load_file
-from .configfile import explain
+from ..access.keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
+from ..access.stores import Store, StoreUnavailable
+from .file import explain
+from .settings import ConfigError, Settings, build_keys, build_store, load_file
 
 
 def add_parser(subparsers: Any) -> None:
