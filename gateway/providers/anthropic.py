@@ -33,7 +33,7 @@ from ..translate.anthropic import (
 )
 from ..translate.openai import usage_of_completion
 from ..wire.headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
-from . import UpstreamRequest, UpstreamResponse, provider_type, secret
+from .base import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider
 from .openai import HTTPUpstreamResponse
 from .translated import TranslatedResponse

@@ -20,7 +20,7 @@ import msgspec
 from yarl import URL
 
 from ..wire.payload import JSONBody
-from . import UpstreamRequest, provider_type, secret
+from .base import UpstreamRequest, provider_type, secret
 from .openai import HTTPUpstreamResponse, OpenAIProvider
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from ..translate.gemini import (
 )
 from ..translate.openai import usage_of_completion
 from ..wire.headers import JSON, HeaderList, retyped
-from . import UpstreamRequest, UpstreamResponse, provider_type, secret
+from .base import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider
 from .translated import TranslatedResponse
 

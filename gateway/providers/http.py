@@ -9,7 +9,7 @@ from yarl import URL
 
 from ..core.errors import UpstreamProtocolError, UpstreamUnavailableError
 from ..wire.headers import HeaderList
-from . import Provider
+from .base import Provider
 from .client import HTTPResponse, PooledClient
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from ..wire.headers import HeaderList
-from . import Provider, UpstreamRequest, provider_type
+from .base import Provider, UpstreamRequest, provider_type
 
 if TYPE_CHECKING:
     from ..core.context import RequestContext

@@ -11,7 +11,7 @@ from yarl import URL
 
 from ..core.errors import UpstreamProtocolError
 from ..wire.headers import HeaderList, passable_headers
-from . import UpstreamRequest, provider_type, secret
+from .base import UpstreamRequest, provider_type, secret
 from .client import HTTPResponse
 from .http import HTTPProvider, let_go, unavailable
 
