@@ -7,20 +7,18 @@ import json
 import pytest
 
 from gateway.core.errors import InvalidRequestError
-from gateway.translate.anthropic import (
-    JSON_TOOL,
-    ChatStream,
-    Facts,
-    MessagesStream,
+from gateway.translate.anthropic.answer import message_to_chat
+from gateway.translate.anthropic.errors import (
     anthropic_error,
-    chat_to_message,
-    chat_to_messages,
     error_to_openai,
-    message_to_chat,
-    messages_to_chat,
     openai_error_to_anthropic,
-    usage_of_stream,
 )
+from gateway.translate.anthropic.front_answer import chat_to_message
+from gateway.translate.anthropic.front_request import messages_to_chat
+from gateway.translate.anthropic.front_stream import ChatStream
+from gateway.translate.anthropic.request import JSON_TOOL, Facts, chat_to_messages
+from gateway.translate.anthropic.stream import MessagesStream
+from gateway.translate.anthropic.usage import usage_of_stream
 from tests.fake_providers import FIXTURE_TEXT_STREAM, FIXTURE_TOOL_STREAM, sse
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

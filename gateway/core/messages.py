@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
-from ..translate.anthropic import (
+from ..translate.anthropic.errors import (
     AnthropicStatusError,
-    ChatStream,
     anthropic_error,
-    chat_to_message,
-    messages_to_chat,
     openai_error_to_anthropic,
 )
+from ..translate.anthropic.front_answer import chat_to_message
+from ..translate.anthropic.front_request import messages_to_chat
+from ..translate.anthropic.front_stream import ChatStream
 from ..wire.endpoints import CHAT, Endpoint
 from ..wire.headers import JSON, HeaderList, retyped
 from ..wire.http import Request, Response, StreamingResponse

@@ -22,15 +22,11 @@ from yarl import URL
 
 from ..core.errors import NotFoundError, UpstreamStatusError
 from ..core.outcome import Usage
-from ..translate.anthropic import (
-    Facts,
-    MessagesStream,
-    chat_to_messages,
-    error_to_openai,
-    message_to_chat,
-    usage_of_message,
-    usage_of_stream,
-)
+from ..translate.anthropic.answer import message_to_chat
+from ..translate.anthropic.errors import error_to_openai
+from ..translate.anthropic.request import Facts, chat_to_messages
+from ..translate.anthropic.stream import MessagesStream
+from ..translate.anthropic.usage import usage_of_message, usage_of_stream
 from ..translate.openai import usage_of_completion
 from ..wire.headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
 from .base import UpstreamRequest, UpstreamResponse, provider_type, secret

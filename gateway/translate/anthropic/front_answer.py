@@ -1,0 +1,115 @@
+"""The front door's answer: OpenAI ``chat.completion`` -> Anthropic Message
+(``chat_to_message``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..openai import (
+    tool_arguments,
+)
+from .answer import STOP_REASONS
+
+_encode = msgspec.json.Encoder().encode
+
+# ------------------------------------------------------------------ the answer, back
+
+
+class _OAIDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+
+
+class ChatUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _OAIDetails | None = None
+
+
+class ChatFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChatToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: ChatFunction | None = None
+
+
+class _OAIMessage(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ChatToolCall] | None = None
+
+
+class _OAIChoice(msgspec.Struct):
+    message: _OAIMessage | None = None
+    delta: _OAIMessage | None = None
+    finish_reason: str | None = None
+
+
+class _OAIError(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+
+
+class ChatAnswer(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    choices: list[_OAIChoice] = []
+    usage: ChatUsage | None = None
+    error: _OAIError | str | None = None
+
+
+decode_chat_answer = msgspec.json.Decoder(ChatAnswer).decode
+
+
+def anthropic_usage(usage: ChatUsage | None) -> dict[str, int]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    details = usage.prompt_tokens_details or _OAIDetails()
+    read = details.cached_tokens or 0
+    write = details.cache_creation_tokens or 0
+    return {
+        "input_tokens": max(usage.prompt_tokens - read - write, 0),
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": write,
+    }
+
+
+def chat_to_message(content: bytes, model: str) -> bytes:
+    """A ``chat.completion`` as an Anthropic Message."""
+    answer = decode_chat_answer(content)
+    choice = answer.choices[0] if answer.choices else _OAIChoice()
+    message = choice.message or _OAIMessage()
+    blocks: list[dict[str, Any]] = []
+    if message.reasoning_content:
+        blocks.append({"type": "thinking", "thinking": message.reasoning_content, "signature": ""})
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls or ():
+        function = call.function or ChatFunction()
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id or "",
+                "name": function.name or "",
+                "input": tool_arguments(function.arguments or ""),
+            }
+        )
+    out = {
+        "id": answer.id,
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model or model,
+        "content": blocks,
+        "stop_reason": STOP_REASONS.get(choice.finish_reason or "", "end_turn"),
+        "stop_sequence": None,
+        "usage": anthropic_usage(answer.usage),
+    }
+    return _encode(out)
