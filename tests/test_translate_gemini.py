@@ -9,15 +9,11 @@ import struct
 import pytest
 
 from gateway.core.errors import InvalidRequestError
-from gateway.translate.gemini import (
-    Facts,
-    GeminiStream,
-    chat_to_gemini,
-    embeddings_to_gemini,
-    embeddings_to_openai,
-    error_to_openai,
-    response_to_chat,
-)
+from gateway.translate.gemini.answer import response_to_chat
+from gateway.translate.gemini.embeddings import embeddings_to_gemini, embeddings_to_openai
+from gateway.translate.gemini.errors import error_to_openai
+from gateway.translate.gemini.request import Facts, chat_to_gemini
+from gateway.translate.gemini.stream import GeminiStream
 from tests.test_translate_anthropic import PNG, events
 
 
