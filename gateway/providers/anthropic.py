@@ -27,7 +27,7 @@ from ..translate.anthropic.errors import error_to_openai
 from ..translate.anthropic.request import Facts, chat_to_messages
 from ..translate.anthropic.stream import MessagesStream
 from ..translate.anthropic.usage import usage_of_message, usage_of_stream
-from ..translate.openai import usage_of_completion
+from ..translate.chat import usage_of_completion
 from ..wire.headers import JSON, UPSTREAM_REQUEST_ID, HeaderList, header_value, retyped
 from .base import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider

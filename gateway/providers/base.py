@@ -184,7 +184,7 @@ def openai_error(status: int, headers: HeaderList, content: bytes) -> UpstreamSt
         error = None
     if error is None:  # not OpenAI's shape: wrap what it said
         from ..core.errors import ErrorBody, ErrorEnvelope
-        from ..translate.openai import upstream_said
+        from ..translate.chat import upstream_said
 
         said = upstream_said(status, content)
         body = msgspec.json.encode(

@@ -19,12 +19,12 @@ from yarl import URL
 
 from ..core.errors import InvalidRequestError, NotFoundError, UpstreamStatusError
 from ..core.outcome import Usage
+from ..translate.chat import usage_of_completion
 from ..translate.gemini.answer import response_to_chat
 from ..translate.gemini.embeddings import embeddings_to_gemini, embeddings_to_openai
 from ..translate.gemini.errors import error_to_openai
 from ..translate.gemini.request import chat_to_gemini
 from ..translate.gemini.stream import GeminiStream
-from ..translate.openai import usage_of_completion
 from ..wire.headers import JSON, HeaderList, retyped
 from .base import UpstreamRequest, UpstreamResponse, provider_type, secret
 from .http import HTTPProvider

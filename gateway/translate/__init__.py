@@ -1,8 +1,10 @@
-"""Translation between OpenAI's API and the APIs of providers that do not speak it.
+"""Translation between the API a client speaks and the API its provider speaks.
 
-Pure code: bytes and Structs in, bytes and Structs out, no I/O. ``openai`` holds
-OpenAI's chat shapes as the translators read and write them; ``anthropic`` and
-``gemini`` translate to and from those providers. The providers
-(``gateway.providers.anthropic``, ``.gemini``) and the ``/v1/messages`` front door
-(``gateway.core.messages``) use them; OpenAI-compatible upstreams never do.
+Pure code: bytes and Structs in, bytes and Structs out, no I/O; a stream translator
+takes each read as it comes and never holds the stream whole. OpenAI chat completions
+is the hub: ``chat`` holds its shapes as the translators read and write them. Each other
+API family is a subpackage with one module per direction (``request``, ``answer``,
+``stream``, ``errors``): ``anthropic`` (both ways: to Claude, and the ``/v1/messages``
+front door's ``front_*``) and ``gemini``. A new provider API is a new subpackage here
+and a provider in ``gateway.providers`` that calls it.
 """

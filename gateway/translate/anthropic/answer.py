@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ...core.outcome import Usage
-from ..openai import (
+from ..chat import (
     arguments_text,
     completion,
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ..openai import (
+from ..chat import (
     tool_arguments,
 )
 from .answer import STOP_REASONS

@@ -10,7 +10,7 @@ import msgspec
 
 from ...core.errors import InvalidRequestError
 from ...wire.endpoints import decode_json
-from ..openai import (
+from ..chat import (
     arguments_text,
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from ...wire.sse import EventSplitter
-from ..openai import (
+from ..chat import (
     event_data,
 )
 from .answer import STOP_REASONS

@@ -7,7 +7,7 @@ import re
 import msgspec
 
 from ...core.errors import UpstreamStatusError
-from ..openai import (
+from ..chat import (
     status_error,
     upstream_said,
 )

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from ...core.errors import InvalidRequestError
-from ..openai import (
+from ..chat import (
     ChatRequest,
     Message,
     Part,

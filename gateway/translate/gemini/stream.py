@@ -12,7 +12,7 @@ import msgspec
 from ...core.errors import UpstreamStatusError
 from ...core.outcome import Usage
 from ...wire.sse import EventSplitter
-from ..openai import (
+from ..chat import (
     DONE,
     ROLE,
     ChunkWriter,

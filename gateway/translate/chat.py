@@ -1,4 +1,4 @@
-"""OpenAI's chat shapes as the translators read and write them.
+"""OpenAI chat completions, the hub: its shapes as the translators read and write them.
 
 A translating provider reads the OpenAI request a client sent (``ChatRequest``: the
 fields a translation reads, decoded once and validated, with the prompt-caching and
