@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.payloads import PATH
-from bench.run import PYTHON, ROOT, Process, free_port
+from bench.processes import PYTHON, ROOT, Process, free_port
 
 __all__ = ["PYTHON", "ROOT", "Process", "free_port"]
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.harness import Client, Process, free_port, wait_port
-from bench.run import _tree
+from bench.processes import tree
 
 if TYPE_CHECKING:
-    from bench.cost import Scenario
+    from bench.cost_plan import Scenario
     from bench.harness import Target
 
 SITECUSTOMIZE = '''\
@@ -76,7 +76,7 @@ def profile(
             body, stream = scenario.body, scenario.stream
             for _ in range(warmup + 1):
                 client.post(body, stream)
-            workers = [pid for pid in _tree(process.popen.pid) if pid != process.popen.pid]
+            workers = [pid for pid in tree(process.popen.pid) if pid != process.popen.pid]
             for pid in workers:
                 os.kill(pid, signal.SIGUSR2)
             time.sleep(0.5)  # the handler runs when the worker's loop wakes up

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.run import Run, Settings
+    from bench.plan import Run, Settings
 
 MIB = 1024 * 1024
 BASE = {"chat-hooks": "chat", "stream-hooks": "stream"}  # compared with these scenarios' runs

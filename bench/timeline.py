@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cost import _count, _names
+from bench.cost_plan import chosen_names, whole_number
 from bench.harness import (
     DONE,
     ROOT,
@@ -55,7 +55,7 @@ from bench.harness import (
     wait_port,
 )
 from bench.payloads import PATH, chat_body
-from bench.run import _tree
+from bench.processes import tree
 
 PAUSE = 0.01  # seconds between two requests, so that one's aftermath ends before the next
 SITECUSTOMIZE = """\
@@ -143,7 +143,7 @@ def run_target(
                     samples[name].append(timed_post(client, body, stream))
                     time.sleep(PAUSE)
             client.close()
-            workers = [pid for pid in _tree(process.popen.pid) if pid != process.popen.pid]
+            workers = [pid for pid in tree(process.popen.pid) if pid != process.popen.pid]
             for pid in workers:
                 os.kill(pid, signal.SIGUSR2)
             files = [out / f"{pid}.json" for pid in workers]
@@ -212,11 +212,11 @@ def table(name: str, per_target: dict[str, list[dict[str, float]]]) -> list[str]
 
 
 def main() -> None:
-    requests = _count("BENCH_TIMELINE_REQUESTS", 200, 1)
-    warmup = _count("BENCH_TIMELINE_WARMUP", 20, 0)
+    requests = whole_number("BENCH_TIMELINE_REQUESTS", 200, 1)
+    warmup = whole_number("BENCH_TIMELINE_WARMUP", 20, 0)
     names = ("ceiling", "gateway")
     if os.environ.get("BENCH_TIMELINE_TARGETS", "").strip():
-        names = _names("BENCH_TIMELINE_TARGETS", tuple(TARGETS), family=False)
+        names = chosen_names("BENCH_TIMELINE_TARGETS", tuple(TARGETS), family=False)
     if needing := [n for n in names if TARGETS[n].redis]:
         sys.exit(f"bench.timeline: {', '.join(needing)} needs Redis: measure it with bench-cost")
     results = ROOT / "bench" / "results" / time.strftime("timeline-%Y%m%d-%H%M%S")
