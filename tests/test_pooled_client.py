@@ -85,7 +85,7 @@ class RawServer:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    # The gateway's own session settings (gateway/app.py).
+    # The gateway's own session settings (gateway/core/app.py).
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None),

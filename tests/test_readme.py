@@ -1,4 +1,5 @@
-"""The README, tried as written: its commands and code run as pasted, and do what it says."""
+"""The README and the pages of docs/, tried as written: their commands and code run as
+pasted, and do what they say."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from gateway.config.settings import Settings, build_gateway
 from tests.conftest import start_gateway
 from tests.gateway_process import ROOT, GatewayProcess, clean_environ
 
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(page.read_text() for page in PAGES)
 README_URL = "http://127.0.0.1:8080"
 
 
@@ -233,3 +235,31 @@ def test_the_printed_curl_line_with_keys_on_works_with_the_variable_it_names(
     finally:
         process.stop()
     assert json.loads(result.stdout)["choices"][0]["message"]["content"].startswith("This is")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a Markdown page's headings, as GitHub makes them."""
+    found, in_code = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower())
+            found.add(title.replace(" ", "-"))
+    return found
+
+
+def test_every_link_between_pages_resolves():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), (page.name, target)
+            if anchor:
+                assert anchor in anchors(linked.read_text()), (page.name, target)
+
+
+def test_the_readme_is_a_front_door():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250

@@ -36,7 +36,7 @@ from .file import ConfigFile, FileError, RoutingTable, convert, explain, parse_c
 T = TypeVar("T")
 
 SERVERS = ("granian", "robyn")
-# Either turns tracing on (tracing.py); the OpenTelemetry SDK reads them itself.
+# Either turns tracing on (observability/tracing.py); the OpenTelemetry SDK reads them itself.
 OTEL_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -246,7 +246,7 @@ def _read_file(path: str) -> dict[str, Any]:
 
 
 def load_file(settings: Settings) -> ConfigFile:
-    """The config file's tables, checked against the schema (configfile.py)."""
+    """The config file's tables, checked against the schema (config/file.py)."""
     try:
         return parse_config(settings.file)
     except FileError as exc:
@@ -457,7 +457,7 @@ def build_access(
 def build_gateway(settings: Settings, metrics_directory: str | None = None) -> Gateway:
     """The gateway the settings describe, hooks loaded by import path.
 
-    ``metrics_directory`` is where the workers' metrics meet (see metrics.py); without
+    ``metrics_directory`` is where the workers' metrics meet (see observability/metrics.py); without
     one, the metrics count this process only.
     """
     file = load_file(settings)

@@ -73,7 +73,7 @@ ErrorRenderer = Callable[[GatewayError], Response]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what the gateway accepts and holds. (Timeouts are per model: policy.py.)"""
+    """Bounds on what the gateway accepts and holds. (Timeouts are per model: routing/policy.py.)"""
 
     max_body_bytes: int = 32 * 1024 * 1024  # decoded size, when the body came compressed
     max_header_bytes: int = 64 * 1024  # the whole request header block

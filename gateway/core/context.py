@@ -85,7 +85,7 @@ class RequestContext:
         self.provider: NamedProvider | None = None
         self._metadata: dict[str, Any] | None = None
         self.span: Any = None  # the request's trace span, when tracing is on
-        self.admission: Any = None  # what access control took for it (access.py)
+        self.admission: Any = None  # what access control took for it (access/control.py)
 
     @property
     def endpoint(self) -> str:

@@ -46,7 +46,8 @@ class SSEEvent(msgspec.Struct):
     def data(self) -> bytes | None:
         """The event's data lines joined by newlines; ``None`` for an event without data."""
         raw = self._raw
-        if raw.startswith(b"data: ") and raw.find(b"\n") == -1:  # (not `in`: see usage.py)
+        # (find, not `in`: see observability/usage.py)
+        if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
             return raw[6:]  # the usual event: one data line
         lines = [
             line[5:].removeprefix(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")
