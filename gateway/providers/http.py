@@ -12,6 +12,11 @@ from ..wire.headers import HeaderList
 from .base import Provider
 from .client import HTTPResponse, PooledClient
 
+# What a client is told when its upstream's answer breaks off: in the gateway's words,
+# not the HTTP client's (its words name its internals; they stay in the exception chain).
+BROKE_OFF = "The upstream's stream broke off before it was complete."
+ANSWER_BROKE_OFF = "The upstream's answer broke off before it was complete."
+
 
 class HTTPProvider(Provider):
     """Base of the HTTP providers (``start`` gives it the worker's session)."""

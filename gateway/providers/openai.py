@@ -13,7 +13,7 @@ from ..core.errors import UpstreamProtocolError
 from ..wire.headers import HeaderList, passable_headers
 from .base import UpstreamRequest, provider_type, secret
 from .client import HTTPResponse
-from .http import HTTPProvider, let_go, unavailable
+from .http import ANSWER_BROKE_OFF, BROKE_OFF, HTTPProvider, let_go, unavailable
 
 if TYPE_CHECKING:
     from ..core.context import RequestContext
@@ -56,7 +56,7 @@ class HTTPUpstreamResponse:
             return await self._response.read()
         except (aiohttp.ClientError, ValueError) as exc:
             self._response.close()
-            raise UpstreamProtocolError(f"upstream response broke off: {exc}") from exc
+            raise UpstreamProtocolError(ANSWER_BROKE_OFF) from exc
         finally:
             self._response.release()
 
@@ -65,7 +65,7 @@ class HTTPUpstreamResponse:
             self._first = await self._response.content.readany()
         except (aiohttp.ClientError, ValueError) as exc:
             self._response.close()
-            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+            raise UpstreamProtocolError(BROKE_OFF) from exc
         return self._first
 
     async def next_chunk(self) -> bytes:
@@ -80,7 +80,7 @@ class HTTPUpstreamResponse:
         try:
             chunk = await response.content.readany()
         except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+            raise UpstreamProtocolError(BROKE_OFF) from exc
         if not chunk:
             response.release()
         return chunk
@@ -93,7 +93,7 @@ class HTTPUpstreamResponse:
             async for chunk in response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+            raise UpstreamProtocolError(BROKE_OFF) from exc
         finally:
             let_go(response)
 

@@ -21,7 +21,7 @@ from ..core.errors import (
     UpstreamStatusError,
 )
 from ..wire.headers import UPSTREAM_REQUEST_ID, retyped
-from .http import let_go
+from .http import BROKE_OFF, let_go
 from .openai import HTTPUpstreamResponse
 
 if TYPE_CHECKING:
@@ -107,15 +107,15 @@ class TranslatedResponse(HTTPUpstreamResponse):
                 data = await content.readany()
             except (aiohttp.ClientError, ValueError) as exc:
                 self._response.close()
-                raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+                raise UpstreamProtocolError(BROKE_OFF) from exc
             self._ended = not data
             out = translator.feed(data) if data else translator.finish()
             if translator.failure is not None:
                 self._response.close()
-                raise translator.failure
+                raise self._failure()
             if self._ended and not translator.complete:
                 self._response.close()
-                raise UpstreamProtocolError("the upstream's stream ended before it was complete")
+                raise UpstreamProtocolError(BROKE_OFF)
             if out or self._ended:
                 self._first = out
                 return out
@@ -139,17 +139,31 @@ class TranslatedResponse(HTTPUpstreamResponse):
                 if out:
                     yield out
                 if translator.failure is not None:
-                    raise translator.failure  # after what came before it
+                    raise self._failure()  # after what came before it
             out = translator.finish()
             if translator.usage is not None:
                 outcome.usage = translator.usage
             if out:
                 yield out
             if translator.failure is not None:
-                raise translator.failure
+                raise self._failure()
             if not translator.complete:
-                raise UpstreamProtocolError("the upstream's stream ended before it was complete")
+                raise UpstreamProtocolError(BROKE_OFF)
         except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamProtocolError(f"upstream stream broke off: {exc}") from exc
+            raise UpstreamProtocolError(BROKE_OFF) from exc  # its words stay in the log
         finally:
             let_go(response)
+
+    def _failure(self) -> UpstreamStatusError:
+        """The upstream's error event, taken off the translator to be raised.
+
+        Nothing reachable from the stream may keep the raised error: its traceback holds
+        the frames that write to the client, and Granian ends a response only when its
+        transport is let go. (Kept by the translator, the error, its traceback and this
+        response would make a cycle that only the garbage collector breaks: the client's
+        response stayed open until then.)
+        """
+        translator = self._translator
+        assert translator is not None and translator.failure is not None
+        failure, translator.failure = translator.failure, None
+        return failure
