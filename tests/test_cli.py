@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -88,6 +89,37 @@ def test_a_wrong_config_file_names_the_key(tmp_path, config, expected):
         or "GATEWAY_CONFIG" in result.stderr
     )
     assert expected in result.stderr
+
+
+def team_key(key_id: str, secret: str) -> str:
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return f'[keys.{key_id}]\nsecret_sha256 = "{digest}"\nrpm = 5\nbudget = {{ amount = 1.0 }}\n'
+
+
+def test_a_secret_that_is_a_plain_key_and_a_virtual_key_stops_start_up(tmp_path):
+    # Before, the plain key won and keys.team-a's limits and budget silently never applied.
+    path = tmp_path / "gateway.toml"
+    path.write_text(team_key("other", "sk-other") + team_key("team-a", "sk-team-a"))
+    for args in ((), ("--check",)):
+        result = run_gateway(
+            {"GATEWAY_API_KEYS": "sk-old, sk-team-a", "GATEWAY_CONFIG": str(path)}, *args
+        )
+        assert result.returncode == (1 if args else 2)  # --check says 1 for "would not start"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("gateway: GATEWAY_API_KEYS and keys.team-a ")
+        assert "sk-team-a" not in result.stderr  # the secret itself is never repeated
+    result = run_gateway({"GATEWAY_API_KEYS": "sk-old", "GATEWAY_CONFIG": str(path)}, "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_two_virtual_keys_with_one_secret_stop_start_up(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text(team_key("team-a", "sk-shared") + team_key("team-b", "sk-shared"))
+    result = run_gateway({"GATEWAY_CONFIG": str(path)}, "--check")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("gateway: keys.team-a and keys.team-b ")
 
 
 @pytest.mark.parametrize("server", SERVERS)

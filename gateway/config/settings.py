@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..access.control import AccessControl
-from ..access.keys import Budget, Key, checked, parse_expiry
+from ..access.keys import Budget, Key, checked, parse_expiry, secret_hash
 from ..access.limits import RateLimits
 from ..access.stores import Store
 from ..core.app import Gateway, Limits
@@ -424,7 +424,24 @@ def build_keys(settings: Settings, file: ConfigFile) -> list[Key]:
                 else f"keys.{key_id}: {exc}"
             )
             raise _file_error(settings, problem) from None
+    _no_shared_secrets(settings, keys)
     return keys
+
+
+def _no_shared_secrets(settings: Settings, keys: list[Key]) -> None:
+    """One secret, one key: a secret that is also a plain key (``GATEWAY_API_KEYS``), or
+    that two virtual keys share, would authenticate as only one of them, and the other's
+    limits and budget would silently never apply."""
+    holders: dict[str, str] = {secret_hash(k): "GATEWAY_API_KEYS" for k in settings.api_keys}
+    for key in keys:
+        holder = holders.get(key.secret_sha256)
+        if holder is not None:
+            raise ConfigError(
+                f"{holder} and keys.{key.id} (GATEWAY_CONFIG {settings.config_path}) hold the "
+                f"same secret: it would authenticate as only one of them, and keys.{key.id}'s "
+                "limits and budget would never apply; keep the secret in one place"
+            )
+        holders[key.secret_sha256] = f"keys.{key.id}"
 
 
 def build_store(settings: Settings) -> Store | None:
@@ -457,8 +474,8 @@ def build_access(
 def build_gateway(settings: Settings, metrics_directory: str | None = None) -> Gateway:
     """The gateway the settings describe, hooks loaded by import path.
 
-    ``metrics_directory`` is where the workers' metrics meet (see observability/metrics.py); without
-    one, the metrics count this process only.
+    ``metrics_directory`` is where the workers' metrics meet (observability/metrics.py);
+    without one, the metrics count this process only.
     """
     file = load_file(settings)
     hook_paths = [*settings.hooks, *file.hooks]

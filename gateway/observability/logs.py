@@ -59,7 +59,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 def granian_log_config(log_format: str) -> dict[str, Any]:
     """Granian's ``log_dictconfig``: its loggers through the gateway's format, on stderr."""
-    factory = "gateway.observability.logs.JSONFormatter" if log_format == "json" else "logging.Formatter"
+    factory = f"{__name__}.JSONFormatter" if log_format == "json" else "logging.Formatter"
     generic: dict[str, Any] = {"()": factory}
     if log_format != "json":
         generic["fmt"] = TEXT_FORMAT
