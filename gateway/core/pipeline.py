@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..access.cache import HIT, Entry
-from ..observability.usage import UsageStripper
+from ..observability.usage import (
+    UsageStripper,
+    usage_of_responses_tail,
+    usage_of_stream_tail,
+)
 from ..providers import UpstreamRequest
 from ..wire import multipart
-from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, Endpoint
+from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, RESPONSES, Endpoint
 from ..wire.headers import HeaderList
 from ..wire.http import Request, Response, StreamingResponse, json_response
 from ..wire.types import Model, ModelList
@@ -255,7 +259,7 @@ class Pipeline:
         relay = Relay(
             ctx,
             next_chunk,
-            on_error=self._stream_failed(ctx, is_sse),
+            on_error=self._stream_failed(ctx, is_sse, endpoint),
             on_end=on_end,
             close_upstream=upstream.close,
             timers=self.timers,
@@ -263,7 +267,11 @@ class Pipeline:
             running=self.streams,
             strip_usage=strip_usage and is_sse,
             # A provider that translates its stream sets the usage itself ("own").
-            read_usage=is_sse and deployment.provider.stream_usage == "ask",
+            usage_of_tail=(
+                (usage_of_responses_tail if endpoint is RESPONSES else usage_of_stream_tail)
+                if is_sse and deployment.provider.stream_usage == "ask"
+                else None
+            ),
             capture=admission.capture if admission is not None else None,
             capture_limit=admission.capture_limit if admission is not None else 0,
             iterator=iterator,
@@ -271,7 +279,7 @@ class Pipeline:
         return StreamingResponse(upstream.status, headers, relay.iterate(), relay.pump)
 
     def _stream_failed(
-        self, ctx: RequestContext, is_sse: bool
+        self, ctx: RequestContext, is_sse: bool, endpoint: Endpoint = CHAT
     ) -> Callable[[Exception], Awaitable[bytes | None]]:
         async def on_error(error: Exception) -> bytes | None:
             # Headers and some events are out: the status cannot change any more. Say
@@ -280,7 +288,11 @@ class Pipeline:
                 logger.error("stream %s failed", ctx.request_id, exc_info=error)
                 error = InternalError("The gateway failed while streaming.")
             await self.notify_error(ctx, error)
-            return b"data: " + error.body() + b"\n\n" if is_sse else None
+            if not is_sse:
+                return None
+            if endpoint is RESPONSES:  # the Responses API's own last words: an error event
+                return responses_error_event(error)
+            return b"data: " + error.body() + b"\n\n"
 
         return on_error
 
@@ -309,7 +321,7 @@ class Pipeline:
             timers=self.timers,
             idle=route.timeouts.idle,  # type: ignore[union-attr]
             running=self.streams,
-            read_usage=False,  # a hit costs no tokens
+            usage_of_tail=None,  # a hit costs no tokens
             iterator=iterator,
         )
         return StreamingResponse(hit.status, headers, relay.iterate(), relay.pump)
@@ -355,6 +367,27 @@ def _asks_for_usage(stream_options: msgspec.Raw) -> bool:
 def _strip_usage(stream: bytes) -> bytes:
     stripper = UsageStripper()
     return stripper.feed(stream) + stripper.flush()
+
+
+def responses_error_event(error: GatewayError) -> bytes:
+    """A Responses stream's ``error`` event for a failure of the gateway's seeing: its
+    code, message and param flat, as the API sends them. (The stream's own sequence is
+    not read on a passthrough: the event says ``sequence_number`` 0 of its own.)"""
+    try:
+        said = msgspec.json.decode(error.body())
+    except (msgspec.DecodeError, RecursionError):
+        said = None
+    inner = said.get("error") if isinstance(said, dict) else None
+    if not isinstance(inner, dict):
+        inner = {}
+    event = {
+        "type": "error",
+        "code": inner.get("code") or inner.get("type"),
+        "message": inner.get("message") or error.message,
+        "param": inner.get("param"),
+        "sequence_number": 0,
+    }
+    return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"
 
 
 def json_body(body: bytes) -> bytes:

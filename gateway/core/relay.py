@@ -25,6 +25,7 @@ from .outcome import CLIENT_LEFT, DRAINED, IDLE_TIMEOUT, STREAM_BROKEN, STREAMED
 
 if TYPE_CHECKING:
     from .context import RequestContext
+    from .outcome import Usage
     from .timers import Timers
 
 # on_end(ctx, how it ended, the error that ended it or None)
@@ -57,7 +58,7 @@ class Relay:
         "_timers",
         "ctx",
         "last_chunk_at",
-        "read_usage",
+        "usage_of_tail",
     )
 
     def __init__(
@@ -72,7 +73,7 @@ class Relay:
         idle: float,
         running: MutableSet[Relay],
         strip_usage: bool = False,
-        read_usage: bool = True,
+        usage_of_tail: Callable[[bytes], Usage | None] | None = usage_of_stream_tail,
         capture: list[bytes] | None = None,
         capture_limit: int = 0,
         iterator: AsyncIterator[bytes] | None = None,
@@ -88,7 +89,7 @@ class Relay:
         self._ended = False
         self._aborted: GatewayError | None = None
         self._stripper = UsageStripper() if strip_usage else None
-        self.read_usage = read_usage  # whether the stream's tail may state its usage
+        self.usage_of_tail = usage_of_tail  # reads the usage the stream's tail states
         self._capture = capture  # gets every chunk as it came (for the response cache)
         self._capture_room = capture_limit  # bytes it may still take before it is let go
         self._how = CLIENT_LEFT  # until it ends otherwise: stopped at a write, the client left
@@ -255,8 +256,8 @@ class Relay:
         if outcome.usage is None:  # a translating provider states it itself, fuller
             if stripper is not None and stripper.usage is not None:
                 outcome.usage = stripper.usage
-            elif self.read_usage and self._last:
-                outcome.usage = usage_of_stream_tail(self._previous + self._last)
+            elif self.usage_of_tail is not None and self._last:
+                outcome.usage = self.usage_of_tail(self._previous + self._last)
         if self._how is not STREAMED:
             self._close_upstream()  # unfinished: drop the connection, the upstream stops
         failure, self._failure = self._failure, None

@@ -42,6 +42,7 @@ class AzureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entra_token_env: str | None = None
     deployments: dict[str, str] = {}  # model -> deployment name, where they differ
     headers: dict[str, str] = {}
+    responses: bool | None = None  # unset: the v1 API serves the Responses API, classic not
 
 
 @provider_type("azure")
@@ -66,6 +67,7 @@ class AzureOpenAIProvider(OpenAIProvider):
             entra_token=secret(settings.entra_token, settings.entra_token_env, environ),
             deployments=settings.deployments,
             headers=settings.headers,
+            responses=settings.responses,
         )
 
     def __init__(
@@ -79,10 +81,13 @@ class AzureOpenAIProvider(OpenAIProvider):
         entra_token: str | None = None,
         deployments: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        responses: bool | None = None,
     ) -> None:
         endpoint = base_url.rstrip("/").removesuffix("/openai").removesuffix("/openai/v1")
         root = f"{endpoint}/openai/v1" if v1 else f"{endpoint}/openai"
-        super().__init__(name, base_url=root, headers=headers)
+        super().__init__(
+            name, base_url=root, headers=headers, responses=v1 if responses is None else responses
+        )
         self.v1 = v1
         self.api_version = api_version
         self.deployments = dict(deployments or {})

@@ -99,6 +99,9 @@ class Provider:
     # upstream for it (stream_options.include_usage) and reads the last event; "own" —
     # the provider sets ctx.outcome.usage itself as it translates the stream.
     stream_usage: ClassVar[str] = "ask"
+    # Whether the upstream serves OpenAI's Responses API itself (POST /responses): then
+    # /v1/responses passes through untouched; else the gateway translates it to chat.
+    responses: bool = False
 
     @classmethod
     def from_settings(

@@ -2,13 +2,20 @@
 
 It answers deterministically — the same request always gets the same answer — so that
 ``make run`` works with nothing configured and examples give reproducible output.
+
+It can be told to call a tool, so that agents (Codex, Claude Code) can be tried with no
+upstream: a chat request with tools whose last user message says ``call NAME {json}``
+(NAME one of its tools) is answered with that tool call; once the last message is the
+tool's result, the answer is ``The tool said: <the result>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
+import re
 import struct
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
@@ -98,6 +105,43 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
+_CALL = re.compile(r"\bcall ([\w.-]+) (\{.*\})", re.S)
+
+
+def _tool_call(messages: list[Any], tools: Any, prompt: str) -> tuple[str, str] | None:
+    """The tool call a prompt asks for (``call NAME {json}``), when NAME is a tool offered."""
+    if not isinstance(tools, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    if messages[-1].get("role") != "user":
+        return None
+    found = _CALL.search(prompt)
+    if found is None:
+        return None
+    names = {
+        t["function"].get("name")
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
+    name, arguments = found.group(1), found.group(2)
+    try:
+        json.loads(arguments)
+    except ValueError:
+        return None
+    return (name, arguments) if name in names else None
+
+
+def _tool_result(messages: list[Any]) -> str | None:
+    """The result the last message hands back, if it is a tool's."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "tool":
+        return None
+    content = last.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    text = " ".join(str(content or "").split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _reply_words(prompt: str) -> list[str]:
     prompt = " ".join(prompt.split())
     quoted = prompt if len(prompt) <= 60 else prompt[:57] + "..."
@@ -116,6 +160,10 @@ def _embedding(text: str, dimensions: int) -> list[float]:
     values = values[:dimensions]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return [round(v / norm, 6) for v in values]
+
+
+def _call_id(ident: str) -> str:
+    return "call_" + ident.removeprefix("mock-")[:24]
 
 
 class MockSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -173,9 +221,11 @@ class MockProvider(Provider):
             if not isinstance(messages, list):
                 return _error(400, "'messages' must be an array.", "messages")
             prompt = _last_user_text(messages)
+            result = _tool_result(messages)
+            call = _tool_call(messages, body.get("tools"), prompt)
         else:
-            prompt = str(body.get("prompt", ""))
-        words = _reply_words(prompt)
+            prompt, result, call = str(body.get("prompt", "")), None, None
+        words = _reply_words(prompt) if result is None else f"The tool said: {result}".split(" ")
         ident = "mock-" + hashlib.sha256(request.body).hexdigest()[:24]
         usage = {
             "prompt_tokens": len(prompt.split()),
@@ -188,13 +238,21 @@ class MockProvider(Provider):
             if not isinstance(options, dict):
                 return _error(400, "'stream_options' must be an object.", "stream_options")
             include_usage = options.get("include_usage") is True
-            return self._stream(ident, model, words, usage if include_usage else None, chat)
+            return self._stream(ident, model, words, usage if include_usage else None, chat, call)
         if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+            if call is None:
+                message["content"] = " ".join(words)
+            else:
+                function = {"name": call[0], "arguments": call[1]}
+                message["tool_calls"] = [
+                    {"id": _call_id(ident), "type": "function", "function": function}
+                ]
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": " ".join(words), "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "stop" if call is None else "tool_calls",
             }
             kind = "chat.completion"
         else:
@@ -216,7 +274,13 @@ class MockProvider(Provider):
         return MockResponse(200, _JSON, _encode(answer))
 
     def _stream(
-        self, ident: str, model: str, words: list[str], usage: dict[str, int] | None, chat: bool
+        self,
+        ident: str,
+        model: str,
+        words: list[str],
+        usage: dict[str, int] | None,
+        chat: bool,
+        call: tuple[str, str] | None = None,
     ) -> MockResponse:
         kind = "chat.completion.chunk" if chat else "text_completion"
         base = {"id": ident, "object": kind, "created": _CREATED, "model": model}
@@ -236,8 +300,21 @@ class MockProvider(Provider):
             return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
 
         chunks = [event(delta(None, role=True))] if chat else []
-        chunks += [event(delta(w if i == 0 else " " + w)) for i, w in enumerate(words)]
-        chunks.append(event(delta(None, "stop")))
+        if call is None:
+            chunks += [event(delta(w if i == 0 else " " + w)) for i, w in enumerate(words)]
+            chunks.append(event(delta(None, "stop")))
+        else:  # its arguments in two pieces, as OpenAI streams them
+            name, arguments = call
+            half = len(arguments) // 2
+            first = {"index": 0, "id": _call_id(ident), "type": "function"}
+            first["function"] = {"name": name, "arguments": ""}
+            pieces = [first]
+            pieces += [{"index": 0, "function": {"arguments": arguments[:half]}}]
+            pieces += [{"index": 0, "function": {"arguments": arguments[half:]}}]
+            for piece in pieces:
+                choice = {"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}
+                chunks.append(event({**choice, "logprobs": None}))
+            chunks.append(event(delta(None, "tool_calls")))
         if usage is not None:
             chunks.append(event(None, usage=usage))
         chunks.append(b"data: [DONE]\n\n")

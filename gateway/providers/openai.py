@@ -108,6 +108,8 @@ class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_key: str | None = None
     api_key_env: str | None = None  # the variable holding the key: better than the key
     headers: dict[str, str] = {}
+    # Whether it serves the Responses API itself; unset: OpenAI's own API does.
+    responses: bool | None = None
 
 
 @provider_type("openai")
@@ -121,7 +123,13 @@ class OpenAIProvider(HTTPProvider):
         cls, name: str, settings: OpenAISettings, environ: Mapping[str, str]
     ) -> OpenAIProvider:
         api_key = secret(settings.api_key, settings.api_key_env, environ)
-        return cls(name, base_url=settings.base_url, api_key=api_key, headers=settings.headers)
+        return cls(
+            name,
+            base_url=settings.base_url,
+            api_key=api_key,
+            headers=settings.headers,
+            responses=settings.responses,
+        )
 
     def __init__(
         self,
@@ -130,10 +138,12 @@ class OpenAIProvider(HTTPProvider):
         base_url: str = DEFAULT_BASE_URL,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        responses: bool | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._base = URL(self.base_url)
+        self.responses = self._base.host == "api.openai.com" if responses is None else responses
         if self._base.scheme not in ("http", "https") or not self._base.host:
             raise ValueError(
                 f"provider {name!r}: base_url must be an http(s) URL, got {base_url!r}"

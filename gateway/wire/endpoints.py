@@ -42,6 +42,16 @@ class EmbeddingFields(msgspec.Struct):
     stream_options: msgspec.Raw = NOT_SENT
 
 
+class ResponsesFields(msgspec.Struct):
+    """OpenAI's Responses API: ``input`` may be left out when a stored response goes on."""
+
+    model: str
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    stream_options: msgspec.Raw = NOT_SENT
+
+
 class AnyFields(msgspec.Struct):
     """Any other JSON body: a model, when there is one, picks the provider."""
 
@@ -50,7 +60,7 @@ class AnyFields(msgspec.Struct):
     stream_options: msgspec.Raw = NOT_SENT
 
 
-Fields = ChatFields | CompletionFields | EmbeddingFields | AnyFields
+Fields = ChatFields | CompletionFields | EmbeddingFields | ResponsesFields | AnyFields
 
 
 class Endpoint:
@@ -91,6 +101,7 @@ COMPLETIONS = Endpoint(
     "completions", CompletionFields, types.CompletionRequest, types.Completion, types.Completion
 )
 EMBEDDINGS = Endpoint("embeddings", EmbeddingFields, types.EmbeddingRequest, types.EmbeddingList)
+RESPONSES = Endpoint("responses", ResponsesFields)
 PASSTHROUGH = Endpoint("passthrough", AnyFields)
 
 

@@ -1,7 +1,8 @@
 """Shared state behind one small interface: in memory for one process, Redis for many.
 
-Keys, rate-limit counters, budgets, the response cache and the deployments' shared
-state (cooldowns, requests and tokens this minute) live in a store. One worker, many
+Keys, rate-limit counters, budgets, the response cache, the deployments' shared state
+(cooldowns, requests and tokens this minute) and stored API state (Responses kept for
+``previous_response_id``) live in a store. One worker, many
 workers and many replicas are then the same code: ``MemoryStore`` holds it in this
 process (each worker its own), ``RedisStore`` in Redis, shared by every worker of
 every replica.
@@ -116,6 +117,17 @@ class Store(Protocol):
         ...
 
     async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None: ...
+
+    # ------------------------------------------------------------ stored state
+    # Values the API itself keeps between requests (stored Responses), by key, for ttl s.
+
+    async def state_get(self, key: str) -> bytes | None: ...
+
+    async def state_put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def state_delete(self, key: str) -> bool:
+        """Forget a value; whether there was one."""
+        ...
 
     # ------------------------------------------------------------ deployments
     def deployment_failed(self, name: str, cooling_until: float | None) -> None:

@@ -74,6 +74,13 @@ class Cache:
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
+    def pop(self, key: str) -> bool:
+        """Drop an entry; whether there was one."""
+        if key not in self._entries:
+            return False
+        self._drop(key)
+        return True
+
     def _drop(self, key: str) -> None:
         value, _ = self._entries.pop(key)
         self.size -= len(value)
@@ -85,12 +92,15 @@ class Cache:
 class MemoryStore:
     """Everything in this process (see the module's note on several workers)."""
 
-    def __init__(self, cache_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, cache_bytes: int = 256 * 1024 * 1024, state_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         self._keys: dict[str, Key] = {}
         self._minutes: dict[str, _Minutes] = {}
         self._parallel: dict[str, dict[str, float]] = {}
         self._spend: dict[tuple[str, str], float] = {}
         self.cache = Cache(cache_bytes)
+        self.states = Cache(state_bytes)  # the oldest go first when it is full
         self._clock = time.time
 
     async def start(self, listen: bool = True) -> None:
@@ -216,6 +226,17 @@ class MemoryStore:
 
     def cache_put_now(self, cache_key: str, value: bytes, ttl: float) -> None:
         self.cache.put(cache_key, value, self._clock() + ttl)
+
+    # ------------------------------------------------------------ stored state
+
+    async def state_get(self, key: str) -> bytes | None:
+        return self.states.get(key, self._clock())
+
+    async def state_put(self, key: str, value: bytes, ttl: float) -> None:
+        self.states.put(key, value, self._clock() + ttl)
+
+    async def state_delete(self, key: str) -> bool:
+        return self.states.pop(key)
 
     # ------------------------------------------------------------ deployments
 

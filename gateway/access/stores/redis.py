@@ -369,6 +369,19 @@ class RedisStore:
     async def cache_put(self, cache_key: str, value: bytes, ttl: float) -> None:
         await self._call(lambda c: c.set(f"gw:c:{cache_key}", value, px=max(1, int(ttl * 1000))))
 
+    # ------------------------------------------------------------ stored state
+
+    async def state_get(self, key: str) -> bytes | None:
+        value: bytes | None = await self._call(lambda c: c.get(f"gw:state:{key}"))
+        return value
+
+    async def state_put(self, key: str, value: bytes, ttl: float) -> None:
+        milliseconds = max(1, int(ttl * 1000))
+        await self._call(lambda c: c.set(f"gw:state:{key}", value, px=milliseconds))
+
+    async def state_delete(self, key: str) -> bool:
+        return bool(await self._call(lambda c: c.delete(f"gw:state:{key}")))
+
     # ------------------------------------------------------------ deployments
 
     def deployment_failed(self, name: str, cooling_until: float | None) -> None:
