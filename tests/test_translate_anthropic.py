@@ -701,7 +701,12 @@ def test_a_messages_request_as_a_chat_request():
     }
     chat = json.loads(messages_to_chat(json.dumps(request).encode()))
     assert chat["messages"] == [
-        {"role": "system", "content": "Be terse."},
+        {
+            "role": "system",
+            "content": [
+                {"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}
+            ],
+        },
         {
             "role": "user",
             "content": [
@@ -720,6 +725,8 @@ def test_a_messages_request_as_a_chat_request():
                     "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
                 }
             ],
+            "reasoning_content": "...",
+            "thinking_blocks": [{"type": "thinking", "thinking": "...", "signature": "s"}],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
         {"role": "user", "content": "And tomorrow?"},

@@ -87,6 +87,13 @@ class Messages:
             self._native[id(route)] = known
         return known
 
+    def reaches_claude(self, route: Route) -> bool:
+        """Whether any deployment the request may reach is on an Anthropic provider: only
+        then does the translated request keep what only Claude reads back."""
+        names = (*route.fallbacks, *route.context_fallbacks)
+        routes = [route, *(self.registry.resolve(name) for name in names)]
+        return any(isinstance(d.provider, AnthropicProvider) for r in routes for d in r.deployments)
+
     async def create(
         self, ctx: RequestContext, request: Request, body: bytes, forwarded: HeaderList
     ) -> AnyResponse:
@@ -102,7 +109,7 @@ class Messages:
                 chunks = _anthropic_last_words(response.chunks)
                 return StreamingResponse(response.status, response.headers, chunks)
             return response
-        chat = messages_to_chat(body)
+        chat = messages_to_chat(body, claude_only=self.reaches_claude(self.registry.resolve(model)))
         headers = {k: v for k, v in request.headers.items() if not k.startswith("anthropic-")}
         chat_request = Request("POST", "/v1/chat/completions", "", headers, chat, request.client)
         forwarded = [h for h in forwarded if not h[0].startswith("anthropic-")]

@@ -108,11 +108,19 @@ def _last_user_text(messages: list[Any]) -> str:
 _CALL = re.compile(r"\bcall ([\w.-]+) (\{.*\})", re.S)
 
 
+def _last_turn(messages: list[Any]) -> dict[str, Any] | None:
+    """The last message that is not a system one (Claude Code sends system messages
+    inside the conversation: they say how to answer, not what)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") not in ("system", "developer"):
+            return message
+    return None
+
+
 def _tool_call(messages: list[Any], tools: Any, prompt: str) -> tuple[str, str] | None:
     """The tool call a prompt asks for (``call NAME {json}``), when NAME is a tool offered."""
-    if not isinstance(tools, list) or not messages or not isinstance(messages[-1], dict):
-        return None
-    if messages[-1].get("role") != "user":
+    last = _last_turn(messages)
+    if not isinstance(tools, list) or last is None or last.get("role") != "user":
         return None
     found = _CALL.search(prompt)
     if found is None:
@@ -132,8 +140,8 @@ def _tool_call(messages: list[Any], tools: Any, prompt: str) -> tuple[str, str] 
 
 def _tool_result(messages: list[Any]) -> str | None:
     """The result the last message hands back, if it is a tool's."""
-    last = messages[-1] if messages else None
-    if not isinstance(last, dict) or last.get("role") != "tool":
+    last = _last_turn(messages)
+    if last is None or last.get("role") != "tool":
         return None
     content = last.get("content")
     if isinstance(content, list):
