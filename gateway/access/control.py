@@ -157,6 +157,13 @@ class AccessControl:
         """The hook that authenticates callers by their virtual keys."""
         return _KeyAuth(self)
 
+    def _allowed(self, key: Key, model: str | None, route: Route) -> bool:
+        """Whether a key may use the model a request names: by that name or an alias of
+        it, or by the entry a pattern (``match``) resolved the name to."""
+        if key.allows(model, self._aliases):
+            return True
+        return bool(route.name) and route.name != model and key.allows(route.name, self._aliases)
+
     def attach(self, registry: ModelRegistry) -> None:
         self._registry = registry
         self._aliases = registry.aliases()
@@ -213,7 +220,7 @@ class AccessControl:
         """Refuse the request (raise), answer it from the cache (the entry), or let it go on."""
         key = ctx.identity if isinstance(ctx.identity, Key) else None
         model = ctx.outcome.model
-        if key is not None and key.models and not key.allows(model, self._aliases):
+        if key is not None and key.models and not self._allowed(key, model, route):
             raise PermissionDeniedError(
                 f"This API key is not allowed to use the model `{model}`.",
                 param="model",

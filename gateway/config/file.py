@@ -99,6 +99,7 @@ class ModelTable(RoutingTable):
     provider: str | None = None
     model: str | None = None
     aliases: list[str] = []
+    match: list[str] = []  # globs: any other name that matches one is this model's
     deployments: list[DeploymentTable] = []
     strategy: str = "least-inflight"
     fallbacks: list[str] = []

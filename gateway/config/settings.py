@@ -382,11 +382,15 @@ def build_registry(settings: Settings, file: ConfigFile | None = None) -> ModelR
         elif model.provider is not None or model.model is not None:
             problem = "give either provider/model or deployments, not both"
             raise _file_error(settings, f"{where}.deployments: {problem}")
+        for j, pattern in enumerate(model.match):
+            if not pattern:
+                raise _file_error(settings, f"{where}.match[{j}]: a pattern must not be empty")
         try:
             registry.add(
                 name,
                 deployments,
                 aliases=model.aliases,
+                match=model.match,
                 strategy=model.strategy,
                 fallbacks=model.fallbacks,
                 context_fallbacks=model.context_fallbacks,

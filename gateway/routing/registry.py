@@ -1,8 +1,17 @@
-"""The model registry: public model names to deployments, policies and fallbacks."""
+"""The model registry: public model names to deployments, policies and fallbacks.
+
+A name resolves by one dict lookup. A model may also claim every name that matches a
+glob (``match``): agents ask for models by names of their own choosing (Claude Code for
+``claude-opus-4-8``, Codex for ``gpt-5-codex``), and a team sends them all to the model it
+picked. Patterns are tried only when the lookup misses, in the order they were added,
+and what they decide is remembered: clients send a few names over and over.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from fnmatch import translate
 
 from ..core.errors import ModelNotFoundError
 from ..providers import Provider
@@ -60,12 +69,18 @@ class Route:
         return f"<Route {self.name!r} -> {', '.join(d.name for d in self.deployments)}>"
 
 
+# Names resolved by a pattern (or by none) that are remembered; past it, forgotten at once.
+MAX_MATCHED_NAMES = 4096
+
+
 class ModelRegistry:
     """Resolves a requested model name.
 
-    With models listed, only they (and their aliases) are served; anything else is a
-    404 ``model_not_found``. With none listed, every model goes to ``default``. Values a
-    model does not set come from ``defaults``.
+    With models listed, only they (and their aliases), and names that match one of their
+    ``match`` patterns, are served; anything else is a 404 ``model_not_found``. A name is
+    looked up exactly first (names and aliases always win); on a miss the patterns are
+    tried in the order they were added, the first to match wins. With none listed, every
+    model goes to ``default``. Values a model does not set come from ``defaults``.
     """
 
     def __init__(
@@ -75,6 +90,8 @@ class ModelRegistry:
         self.defaults = defaults or RoutingDefaults()
         self._routes: dict[str, Route] = {}
         self._listed: list[str] = []
+        self._patterns: list[tuple[re.Pattern[str], str, Route]] = []
+        self._matched: dict[str, Route | None] = {}  # name -> what the patterns said
         self._default_route = (
             self._route("", [Deployment(default)]) if default is not None else None
         )
@@ -93,6 +110,7 @@ class ModelRegistry:
         upstream_model: str | None = None,
         aliases: Iterable[str] = (),
         *,
+        match: Iterable[str] = (),
         strategy: str = "least-inflight",
         fallbacks: Sequence[str] = (),
         context_fallbacks: Sequence[str] = (),
@@ -100,7 +118,12 @@ class ModelRegistry:
         retry: Retry | None = None,
         cooldown: Cooldown | None = None,
     ) -> Route:
-        """Serve ``name`` (and ``aliases``) by one provider or several deployments."""
+        """Serve ``name`` (and ``aliases``, and any other name matching a glob of ``match``:
+        ``fnmatch``'s, case-sensitive) by one provider or several deployments."""
+        patterns = list(match)
+        for i, pattern in enumerate(patterns):
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"match[{i}]: a pattern must be a non-empty string")
         if isinstance(target, Provider):
             deployments: Sequence[Deployment] = [Deployment(target, upstream_model)]
         elif isinstance(target, Deployment):
@@ -122,6 +145,9 @@ class ModelRegistry:
                 raise ValueError(f"model name {public!r} is registered twice")
             self._routes[public] = route
             self._listed.append(public)
+        for pattern in patterns:
+            self._patterns.append((re.compile(translate(pattern)), pattern, route))
+        self._matched.clear()  # what the patterns said may have changed
         return route
 
     def check_fallbacks(self) -> None:
@@ -172,13 +198,36 @@ class ModelRegistry:
                 seen.setdefault(id(deployment.provider), deployment.provider)
         return list(seen.values())
 
+    def patterns(self) -> dict[str, str]:
+        """Every ``match`` pattern, in the order they are tried, to its model's name (a
+        pattern given twice is the first model's: the second never matches first)."""
+        patterns: dict[str, str] = {}
+        for _, pattern, route in self._patterns:
+            patterns.setdefault(pattern, route.name)
+        return patterns
+
     def resolve(self, model: str) -> Route:
         route = self._routes.get(model)
         if route is not None:
             return route
+        if self._patterns:
+            route = self._match(model)
+            if route is not None:
+                return route
         if self._routes or self._default_route is None:
             raise ModelNotFoundError(model)
         return self._default_route
+
+    def _match(self, model: str) -> Route | None:
+        """The route of the first pattern ``model`` matches, remembered (a miss too)."""
+        matched = self._matched
+        if model in matched:
+            return matched[model]
+        route = next((r for regex, _, r in self._patterns if regex.match(model)), None)
+        if len(matched) >= MAX_MATCHED_NAMES:  # a client inventing names: start afresh
+            matched.clear()
+        matched[model] = route
+        return route
 
     def default_route(self) -> Route | None:
         """The route of requests that name no model: the default provider, no rewrite."""
