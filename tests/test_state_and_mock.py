@@ -1,5 +1,5 @@
-"""Stored API state on both stores (memory, and a real redis-server), the Responses
-stream's usage read from its tail, and the built-in mock asked for a tool call."""
+"""Stored API state on both stores (memory, and a real redis-server), and the built-in
+mock asked for a tool call."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from gateway import Gateway, MockProvider, Request
 from gateway.access.stores.memory import MemoryStore
 from gateway.access.stores.redis import RedisStore
-from gateway.observability.usage import usage_of_responses_tail
 
 TOOLS = [{"type": "function", "function": {"name": "exec_command", "parameters": {}}}]
 
@@ -45,25 +44,6 @@ async def test_the_memory_store_lets_the_oldest_state_go_when_full():
         await store.state_put(f"k{n}", b"x" * 30, ttl=60)
     assert await store.state_get("k0") is None
     assert await store.state_get("k4") == b"x" * 30
-
-
-COMPLETED = (
-    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":9,'
-    b'"response":{"id":"resp_1","output":[{"type":"message","content":[{"type":"output_text",'
-    b'"text":"a \\"usage\\":{ in text"}]}],"usage":{"input_tokens":12,"input_tokens_details":'
-    b'{"cached_tokens":2},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":3},'
-    b'"total_tokens":21},"user":null,"metadata":{}}}\n\n'
-)
-
-
-def test_a_responses_streams_usage_is_read_from_its_terminal_event():
-    usage = usage_of_responses_tail(COMPLETED)
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (12, 9, 21)
-    assert (usage.cached_tokens, usage.reasoning_tokens) == (2, 3)
-    # The event's start may be reads back: the usage object near its end is enough.
-    assert usage_of_responses_tail(COMPLETED[len(COMPLETED) // 2 :]) == usage
-    assert usage_of_responses_tail(b'data: {"type":"response.in_progress","usage":null}') is None
-    assert usage_of_responses_tail(COMPLETED[: COMPLETED.index(b'"total_tokens"')]) is None
 
 
 def chat(messages: list[dict], stream: bool = False) -> Request:

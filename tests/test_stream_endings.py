@@ -332,3 +332,48 @@ def test_a_client_that_leaves_lets_the_upstream_go(gateway, ending_upstream, fam
     assert ending_upstream.closed[model] - left < IDLE_SECONDS  # not the idle timeout's doing
     [line] = lines_of(gateway.access_log, request_id)
     assert line["outcome"] == "client_left"
+
+
+LAST_EVENT = {
+    "done": "response.completed",
+    "error-midway": "response.failed",
+    "error-midway-open": "response.failed",
+    "cut-between-events": "response.failed",
+    "cut-mid-event": "response.failed",
+    "idle": "response.failed",
+}
+
+
+@pytest.mark.parametrize("family", ["claude", "gemini"])
+@pytest.mark.parametrize("ending", sorted(LAST_EVENT))
+def test_a_translated_responses_stream_ends_as_the_responses_api_ends_one(gateway, family, ending):
+    body = {"model": f"{family}-{ending}", "stream": True, "input": "hi"}
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    started = time.monotonic()
+    response = raw_request(
+        gateway.url, "POST", "/v1/responses", json.dumps(body).encode(), headers, READ_TIMEOUT
+    )
+    took = time.monotonic() - started
+    assert response.status == 200
+    events = [
+        json.loads(line[6:])
+        for block in response.body.split(b"\n\n")
+        for line in block.split(b"\n")
+        if line.startswith(b"data: {")
+    ]
+    types = [e["type"] for e in events if "type" in e]
+    assert types[0] == "response.created" and types[-1] == LAST_EVENT[ending]
+    assert types.count(LAST_EVENT[ending]) == 1
+    if ending != "done":
+        [error] = [e for e in events if e.get("type") == "error"]
+        assert error["message"] and "aiohttp" not in error["message"]
+    assert took < (IDLE_SECONDS + 3 if ending == "idle" else 3.0)
+    [line] = lines_of(gateway.access_log, response.headers["x-request-id"])
+    assert line["endpoint"] == "responses"
+    assert line["outcome"] == ("streamed" if ending == "done" else LINE_OUTCOME.get(ending))
+
+
+LINE_OUTCOME = {"idle": "idle_timeout"} | {
+    e: "stream_broken"
+    for e in ("error-midway", "error-midway-open", "cut-between-events", "cut-mid-event")
+}

@@ -21,6 +21,7 @@ from ..access.limits import RateLimits
 from ..access.stores import Store
 from ..core.app import Gateway, Limits
 from ..core.hooks import load_hook
+from ..core.responses import ResponsesOptions
 from ..observability.accesslog import AccessLog
 from ..observability.logs import FORMATS
 from ..observability.metrics import Metrics
@@ -76,6 +77,8 @@ class Settings:
     redis_url: str | None = None
     redis_failure: str = "open"
     redis_timeout: float = 0.05
+    responses_ttl: float = 7 * 24 * 3600.0
+    responses_builtin_tools: str = "refuse"
     config_path: str | None = None
     file: dict[str, Any] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for api_key_env
@@ -114,6 +117,10 @@ class Settings:
             redis_url=env.redis_url("GATEWAY_REDIS_URL"),
             redis_failure=env.choice("GATEWAY_REDIS_FAILURE", ("open", "closed"), "open"),
             redis_timeout=env.seconds("GATEWAY_REDIS_TIMEOUT", cls.redis_timeout),
+            responses_ttl=env.number("GATEWAY_RESPONSES_TTL", float, cls.responses_ttl, 1),
+            responses_builtin_tools=env.choice(
+                "GATEWAY_RESPONSES_BUILTIN_TOOLS", ("refuse", "drop"), cls.responses_builtin_tools
+            ),
             config_path=config_path,
             file=_read_file(config_path) if config_path else {},
             environ=env.environ,
@@ -518,6 +525,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
             prices=prices,
             tracer=tracer,
             access=access,
+            responses=ResponsesOptions(settings.responses_ttl, settings.responses_builtin_tools),
         )
     except TypeError as exc:  # a hook that implements no event
         raise ConfigError(f"GATEWAY_HOOKS: {exc}") from None

@@ -21,6 +21,7 @@ import aiohttp
 import msgspec
 
 from ..access.auth import APIKeyAuth, presented_key
+from ..access.stores.memory import MemoryStore
 from ..observability.pricing import Prices
 from ..providers import Provider
 from ..routing.registry import ModelRegistry
@@ -55,10 +56,12 @@ from .outcome import (
 )
 from .pipeline import Pipeline
 from .relay import Relay
+from .responses import Responses, ResponsesOptions
 from .timers import Timers
 
 if TYPE_CHECKING:
     from ..access.control import AccessControl
+    from ..access.stores import Store
     from ..observability.tracing import Tracer
 
 logger = logging.getLogger("gateway")
@@ -110,6 +113,8 @@ class Gateway:
         prices: Prices | None = None,
         tracer: Tracer | None = None,
         access: AccessControl | None = None,
+        state: Store | None = None,
+        responses: ResponsesOptions | None = None,
     ) -> None:
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models)
         self.registry.check_fallbacks()  # a fallback to nowhere fails now, not mid-request
@@ -150,6 +155,10 @@ class Gateway:
         )
         pipeline = self.pipeline
         messages = Messages(pipeline, self.registry)  # Anthropic's API in front
+        # What the API itself keeps between requests: on the access store when there is
+        # one (Redis: shared by every replica), else in this process.
+        self.state = state or (access.store if access is not None else MemoryStore(0))
+        self.responses = Responses(pipeline, self.registry, self.state, responses)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): partial(pipeline.model_endpoint, CHAT),
             ("POST", "/v1/completions"): partial(pipeline.model_endpoint, COMPLETIONS),
@@ -157,6 +166,7 @@ class Gateway:
             ("GET", "/v1/models"): pipeline.list_models,
             ("POST", "/v1/messages"): messages.create,
             ("POST", "/v1/messages/count_tokens"): messages.count_tokens,
+            ("POST", "/v1/responses"): self.responses.create,
         }
         # Paths whose errors are not in OpenAI's shape (the gateway's own included).
         self._error_renderers: dict[str, ErrorRenderer] = {
@@ -320,6 +330,8 @@ class Gateway:
             return await handler(ctx, request, body, forwarded)
         if request.path in self._post_only:  # a known endpoint, the wrong method
             raise MethodNotAllowedError(request.method, request.path)
+        if self.responses.handles(request.path):
+            return await self.responses.item(ctx, request, body, forwarded)
         if request.path.startswith("/v1/"):
             return await self.pipeline.passthrough(ctx, request, body, forwarded)
         raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")

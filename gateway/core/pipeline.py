@@ -14,12 +14,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..access.cache import HIT, Entry
-from ..observability.usage import (
-    UsageStripper,
-    usage_of_responses_tail,
-    usage_of_stream_tail,
-)
+from ..observability.usage import UsageStripper, usage_of_stream_tail
 from ..providers import UpstreamRequest
+from ..translate.responses.usage import usage_of_response_stream
 from ..wire import multipart
 from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, RESPONSES, Endpoint
 from ..wire.headers import HeaderList
@@ -268,7 +265,7 @@ class Pipeline:
             strip_usage=strip_usage and is_sse,
             # A provider that translates its stream sets the usage itself ("own").
             usage_of_tail=(
-                (usage_of_responses_tail if endpoint is RESPONSES else usage_of_stream_tail)
+                (usage_of_response_stream if endpoint is RESPONSES else usage_of_stream_tail)
                 if is_sse and deployment.provider.stream_usage == "ask"
                 else None
             ),

@@ -91,42 +91,6 @@ def usage_of_stream_tail(tail: bytes) -> Usage | None:
     return None
 
 
-_USAGE_START = b'"usage":{'
-
-
-def usage_of_responses_tail(tail: bytes) -> Usage | None:
-    """The usage of a Responses API stream, from its last bytes: its terminal event
-    (``response.completed``, ``.incomplete``, ``.failed``) states it inside ``response``.
-
-    That event carries the whole answer, so its start may be reads back; the usage
-    object sits near its end. Only that object is decoded: the last ``"usage":{`` and
-    its closing brace (a JSON string cannot hold an unescaped quote, so the marker is
-    never inside one, and the object holds no strings).
-    """
-    start = tail.rfind(_USAGE_START)
-    if start == -1:
-        return None
-    opening = start + len(_USAGE_START) - 1
-    depth, end = 0, -1
-    for position in range(opening, min(len(tail), opening + 1024)):
-        byte = tail[position]
-        if byte == 0x7B:  # {
-            depth += 1
-        elif byte == 0x7D:  # }
-            depth -= 1
-            if depth == 0:
-                end = position + 1
-                break
-    if end == -1:
-        return None
-    try:
-        return _decode_usage(tail[opening:end]).usage()
-    except (msgspec.DecodeError, RecursionError):
-        return None
-
-
-_decode_usage = msgspec.json.Decoder(_WireUsage).decode
-
 # The "usage": null an upstream adds to every chunk once usage is asked for, as
 # OpenAI (compact) and Python-based servers (spaced) write it.
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
