@@ -515,6 +515,9 @@ def test_parallel_tool_calls_get_their_own_indices_and_a_call_without_arguments_
     chunks = [c for c in events(out) if c != "[DONE]"]
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert {"reasoning_content": "Hmm."} in deltas
+    # The signed block whole, once its signature came: a client hands it back to Claude.
+    signed = {"type": "thinking", "thinking": "Hmm.", "signature": "sig"}
+    assert {"thinking_blocks": [signed]} in deltas
     calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     by_index: dict[int, str] = {}
     for call in calls:

@@ -23,12 +23,15 @@ from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 
 from gateway.core.errors import InvalidRequestError, UpstreamProtocolError
 from gateway.core.outcome import Usage
+from gateway.translate.anthropic.request import Facts as AnthropicFacts
+from gateway.translate.anthropic.stream import MessagesStream
 from gateway.translate.responses import answer as answer_module
 from gateway.translate.responses.answer import chat_to_response
 from gateway.translate.responses.request import Facts, responses_to_chat
 from gateway.translate.responses.shapes import decode_thinking, encode_thinking
 from gateway.translate.responses.stream import ResponsesStream
 from gateway.translate.responses.usage import usage_of_response, usage_of_response_stream
+from tests.test_translate_anthropic import parallel_stream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agents"
 CODEX = sorted(FIXTURES.glob("codex-*.json"))
@@ -1500,3 +1503,28 @@ def test_usage_of_a_stream_written_with_spaces():
 def test_thinking_blocks_round_trip_through_encrypted_content():
     assert decode_thinking(encode_thinking(BLOCKS)) == BLOCKS
     assert encode_thinking(BLOCKS).startswith("gw1:")
+
+
+def test_claudes_signed_thinking_round_trips_through_a_responses_client():
+    """Anthropic's stream -> chat chunks -> Responses events -> the reasoning item the
+    client sends back -> the next chat request's thinking_blocks, signature unchanged."""
+    chat = MessagesStream(AnthropicFacts(model="c", stream=True, include_usage=True))
+    chunks = chat.feed(parallel_stream()) + chat.finish()
+    request = json.dumps(
+        {"model": "c", "input": "hi", "stream": True, "include": ["reasoning.encrypted_content"]}
+    ).encode()
+    _, facts = responses_to_chat(request)
+    stream = ResponsesStream(facts, RID, CREATED)
+    stream.start()
+    stream.feed(chunks)
+    stream.finish()
+    reasoning = [item for item in stream.output if item["type"] == "reasoning"]
+    assert reasoning and reasoning[0]["encrypted_content"]
+    follow_up = json.dumps(
+        {"model": "c", "input": [{"role": "user", "content": "hi"}, *stream.output]}
+    ).encode()
+    body, _ = responses_to_chat(follow_up)
+    [assistant] = [m for m in json.loads(body)["messages"] if m["role"] == "assistant"]
+    assert assistant["thinking_blocks"] == [
+        {"type": "thinking", "thinking": "Hmm.", "signature": "sig"}
+    ]

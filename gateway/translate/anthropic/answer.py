@@ -75,6 +75,7 @@ class _Delta(msgspec.Struct):
     text: str | None = None
     partial_json: str | None = None
     thinking: str | None = None
+    signature: str | None = None
     stop_reason: str | None = None
 
 

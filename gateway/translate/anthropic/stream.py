@@ -45,6 +45,7 @@ class MessagesStream:
         "_json_parts",
         "_splitter",
         "_start_usage",
+        "_thoughts",
         "_tool_calls",
         "_tools",
         "_writer",
@@ -63,6 +64,9 @@ class MessagesStream:
         self._json_blocks: set[int] = set()
         self._json_parts: list[str] = []  # a wrapped JSON answer, held until its block ends
         self._start_usage: WireUsage | None = None
+        # A thinking block's text, until its signature comes: then the block goes out
+        # whole as thinking_blocks (LiteLLM's name), for a client to hand back to Claude.
+        self._thoughts: dict[int, list[str]] = {}
         self.usage: Usage | None = None
         self.failure: UpstreamStatusError | None = None
         self.finished = False
@@ -150,6 +154,11 @@ class MessagesStream:
         elif delta.type == "thinking_delta" and delta.thinking:
             thought = b'{"reasoning_content":%s}' % _encode(delta.thinking)
             out.append(self._writer_for().delta(thought))
+            self._thoughts.setdefault(index, []).append(delta.thinking)
+        elif delta.type == "signature_delta" and delta.signature:
+            text = "".join(self._thoughts.pop(index, ()))
+            block = {"type": "thinking", "thinking": text, "signature": delta.signature}
+            out.append(self._writer_for().delta(_encode({"thinking_blocks": [block]})))
 
     def _block_start(self, event: Event, out: list[bytes]) -> None:
         block = event.content_block
@@ -159,6 +168,9 @@ class MessagesStream:
         if block.type == "text":
             if block.text:
                 out.append(self._writer_for().text(block.text))
+        elif block.type == "redacted_thinking" and block.data:
+            redacted = {"type": "redacted_thinking", "data": block.data}
+            out.append(self._writer_for().delta(_encode({"thinking_blocks": [redacted]})))
         elif block.type == "tool_use":
             if self._facts.json_tool and block.name == JSON_TOOL:
                 self._json_blocks.add(index)
