@@ -142,9 +142,9 @@ def test_other_paths_keep_method_query_and_body(config_gateway, upstream):
     assert deleted.json()["method"] == "DELETE"
     body = b'{"model":"public-b","input":"hi","x_new_api_field":{"n":0.70}}'
     created = raw_request(
-        config_gateway.url, "POST", "/v1/responses", body, {"content-type": "application/json"}
+        config_gateway.url, "POST", "/v1/moderations", body, {"content-type": "application/json"}
     )
-    assert created.json()["path"] == "/v1/responses"
+    assert created.json()["path"] == "/v1/moderations"
     assert upstream.last().body == body
     assert upstream.last().headers["x-provider"] == "beta"
 
