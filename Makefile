@@ -22,9 +22,11 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml
 run: $(SERVE_STAMP)
 	$(BIN)/python -m gateway
 
-# The tests start their own redis-server (tests/redis_server.py): install it if missing.
+# The tests start their own redis-server (tests/redis_server.py): install it if missing;
+# they drive the real Codex CLI and Claude Code: tests/agents/install.sh pins them in .agents/.
 test: $(DEV_STAMP)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+	bash tests/agents/install.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
