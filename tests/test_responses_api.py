@@ -19,6 +19,7 @@ from gateway import Gateway, MockProvider, ModelRegistry, Request, StreamingResp
 from gateway.access.control import AccessControl
 from gateway.access.keys import Budget, Key, secret_hash
 from gateway.observability.pricing import Price, Prices
+from gateway.providers.mock import MockResponse
 from tests.conftest import SERVERS, start_gateway
 from tests.fake_providers import ANTHROPIC_KEY, GEMINI_KEY, FakeProviders
 
@@ -356,3 +357,51 @@ async def test_a_tpm_limit_counts_responses_tokens():
             await read(response)
             statuses.append(response.status)
     assert statuses[0] == 200 and 429 in statuses
+
+
+# ------------------------------------------------- hooks' typed views, passed through
+
+
+class NativeProvider(MockProvider):
+    """A provider that speaks the Responses API itself (fixed answers, no network)."""
+
+    responses = True
+
+    async def send(self, ctx, request):
+        body = json.loads(request.body)
+        if body.get("stream"):
+            chunks = stream_events(body["model"])
+            return MockResponse(200, (("content-type", "text/event-stream"),), chunks=chunks)
+        return MockResponse(200, (("content-type", "application/json"),), answer_bytes("m"))
+
+
+async def test_hooks_get_typed_views_of_a_passed_through_responses_request():
+    seen: dict[str, object] = {}
+
+    class Looking:
+        async def before_request(self, ctx, request):
+            seen["request"] = request.typed()
+
+        async def after_response(self, ctx, response):
+            seen["response"] = response.typed()
+
+        def on_chunk(self, ctx, event):
+            seen.setdefault("events", []).append(event.typed().type)
+
+    async with Gateway(NativeProvider(), hooks=[Looking()]) as gateway:
+        body = {"model": "gpt-native", "input": "hi", "instructions": "Be brief."}
+        answer = await gateway.handle(
+            Request("POST", "/v1/responses", "", {}, json.dumps(body).encode())
+        )
+        assert answer.status == 200
+        streamed = await gateway.handle(
+            Request("POST", "/v1/responses", "", {}, json.dumps(body | {"stream": True}).encode())
+        )
+        await read(streamed)
+    assert seen["request"].instructions == "Be brief."
+    assert seen["response"].usage.input_tokens == 12
+    assert seen["events"] == [
+        "response.created",
+        "response.output_text.delta",
+        "response.completed",
+    ]

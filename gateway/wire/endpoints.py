@@ -101,7 +101,13 @@ COMPLETIONS = Endpoint(
     "completions", CompletionFields, types.CompletionRequest, types.Completion, types.Completion
 )
 EMBEDDINGS = Endpoint("embeddings", EmbeddingFields, types.EmbeddingRequest, types.EmbeddingList)
-RESPONSES = Endpoint("responses", ResponsesFields)
+RESPONSES = Endpoint(
+    "responses",
+    ResponsesFields,
+    types.ResponsesRequest,
+    types.ResponseObject,
+    types.ResponseStreamEvent,
+)
 PASSTHROUGH = Endpoint("passthrough", AnyFields)
 
 

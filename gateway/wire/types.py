@@ -301,3 +301,68 @@ class Model(_Object, kw_only=True):
 class ModelList(_Object, kw_only=True):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+# ------------------------------------------------------------------- the Responses API
+
+
+class ResponsesUsage(_Object, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_tokens_details: dict[str, Any] | UnsetType = UNSET
+    output_tokens_details: dict[str, Any] | UnsetType = UNSET
+
+
+class ResponsesRequest(_Object, kw_only=True):
+    """``POST /v1/responses``; input items, tools and formats kept open (many kinds)."""
+
+    model: str
+    input: str | list[dict[str, Any]] | UnsetType = UNSET
+    instructions: str | UnsetType | None = UNSET
+    tools: list[dict[str, Any]] | UnsetType = UNSET
+    tool_choice: str | dict[str, Any] | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
+    text: dict[str, Any] | UnsetType = UNSET
+    reasoning: dict[str, Any] | UnsetType | None = UNSET
+    max_output_tokens: int | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    metadata: dict[str, str] | UnsetType | None = UNSET
+    store: bool | UnsetType | None = UNSET
+    previous_response_id: str | UnsetType | None = UNSET
+    include: list[str] | UnsetType | None = UNSET
+    stream: bool | UnsetType | None = UNSET
+    user: str | UnsetType = UNSET
+
+
+class ResponseObject(_Object, kw_only=True):
+    """A Response: the answer of ``/v1/responses``, and inside its lifecycle events."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: float | UnsetType = UNSET
+    status: str | UnsetType | None = UNSET
+    model: str | UnsetType = UNSET
+    output: list[dict[str, Any]] = []
+    usage: ResponsesUsage | UnsetType | None = UNSET
+    error: dict[str, Any] | UnsetType | None = UNSET
+    incomplete_details: dict[str, Any] | UnsetType | None = UNSET
+
+
+class ResponseStreamEvent(_Object, kw_only=True):
+    """One event of a Responses stream; which fields it has depends on its ``type``."""
+
+    type: str
+    sequence_number: int | UnsetType = UNSET
+    response: ResponseObject | UnsetType = UNSET
+    output_index: int | UnsetType = UNSET
+    content_index: int | UnsetType = UNSET
+    item_id: str | UnsetType = UNSET
+    item: dict[str, Any] | UnsetType = UNSET
+    part: dict[str, Any] | UnsetType = UNSET
+    delta: str | UnsetType = UNSET
+    text: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+    code: str | UnsetType | None = UNSET
+    message: str | UnsetType = UNSET
