@@ -24,7 +24,15 @@ from ..wire.endpoints import decode_json
 __all__ = [
     "DONE",
     "ROLE",
+    "ChatAnswer",
+    "ChatChoice",
+    "ChatDetails",
+    "ChatError",
+    "ChatFunction",
+    "ChatReply",
     "ChatRequest",
+    "ChatToolCall",
+    "ChatUsage",
     "ChunkWriter",
     "Message",
     "Part",
@@ -32,6 +40,7 @@ __all__ = [
     "completion",
     "data_url",
     "decode_chat",
+    "decode_chat_answer",
     "event_data",
     "invalid",
     "message_parts",
@@ -386,3 +395,77 @@ def usage_of_completion(body: bytes) -> Usage | None:
         cache_write_tokens=prompt.cache_creation_tokens or 0,
         reasoning_tokens=completion_details.reasoning_tokens or 0,
     )
+
+
+# ------------------------------------------------------------ the answer, as read back
+
+
+class ChatFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChatToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: ChatFunction | None = None
+
+
+class ChatReply(msgspec.Struct):
+    """A whole answer's ``message``, or a chunk's ``delta``."""
+
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: Any = None  # some servers' name for reasoning_content (a string)
+    thinking_blocks: list[dict[str, Any]] | None = None
+    tool_calls: list[ChatToolCall] | None = None
+
+    @property
+    def reasoning_text(self) -> str | None:
+        if self.reasoning_content:
+            return self.reasoning_content
+        return self.reasoning if isinstance(self.reasoning, str) and self.reasoning else None
+
+
+class ChatChoice(msgspec.Struct):
+    index: int = 0
+    message: ChatReply | None = None
+    delta: ChatReply | None = None
+    finish_reason: str | None = None
+
+
+class ChatDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None  # the hub's name for prompt-cache writes
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class ChatUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: ChatDetails | None = None
+    completion_tokens_details: ChatDetails | None = None
+
+
+class ChatError(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+    param: str | None = None
+
+
+class ChatAnswer(msgspec.Struct):
+    """A ``chat.completion``, or one ``chat.completion.chunk``, or the gateway's last
+    words in a broken stream (``{"error": {...}}``): what translators read back of it."""
+
+    id: str = ""
+    model: str = ""
+    choices: list[ChatChoice] = []
+    usage: ChatUsage | None = None
+    error: ChatError | str | None = None
+
+
+decode_chat_answer = msgspec.json.Decoder(ChatAnswer).decode

@@ -10,11 +10,11 @@ import msgspec
 
 from ...core.errors import UpstreamStatusError
 from ..chat import (
+    decode_chat_answer,
     status_error,
     upstream_said,
 )
 from .answer import WireError
-from .front_answer import decode_chat_answer
 
 _encode = msgspec.json.Encoder().encode
 

@@ -9,6 +9,12 @@ from typing import Any
 import msgspec
 
 from ..chat import (
+    ChatChoice,
+    ChatDetails,
+    ChatFunction,
+    ChatReply,
+    ChatUsage,
+    decode_chat_answer,
     tool_arguments,
 )
 from .answer import STOP_REASONS
@@ -18,65 +24,15 @@ _encode = msgspec.json.Encoder().encode
 # ------------------------------------------------------------------ the answer, back
 
 
-class _OAIDetails(msgspec.Struct):
-    cached_tokens: int | None = None
-    cache_creation_tokens: int | None = None
-
-
-class ChatUsage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt_tokens_details: _OAIDetails | None = None
-
-
-class ChatFunction(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class ChatToolCall(msgspec.Struct):
-    index: int = 0
-    id: str | None = None
-    function: ChatFunction | None = None
-
-
-class _OAIMessage(msgspec.Struct):
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[ChatToolCall] | None = None
-
-
-class _OAIChoice(msgspec.Struct):
-    message: _OAIMessage | None = None
-    delta: _OAIMessage | None = None
-    finish_reason: str | None = None
-
-
-class _OAIError(msgspec.Struct):
-    message: str | None = None
-    type: str | None = None
-
-
-class ChatAnswer(msgspec.Struct):
-    id: str = ""
-    model: str = ""
-    choices: list[_OAIChoice] = []
-    usage: ChatUsage | None = None
-    error: _OAIError | str | None = None
-
-
-decode_chat_answer = msgspec.json.Decoder(ChatAnswer).decode
-
-
 def anthropic_usage(usage: ChatUsage | None) -> dict[str, int]:
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    details = usage.prompt_tokens_details or _OAIDetails()
+    details = usage.prompt_tokens_details or ChatDetails()
     read = details.cached_tokens or 0
     write = details.cache_creation_tokens or 0
     return {
-        "input_tokens": max(usage.prompt_tokens - read - write, 0),
-        "output_tokens": usage.completion_tokens,
+        "input_tokens": max((usage.prompt_tokens or 0) - read - write, 0),
+        "output_tokens": usage.completion_tokens or 0,
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": write,
     }
@@ -85,8 +41,8 @@ def anthropic_usage(usage: ChatUsage | None) -> dict[str, int]:
 def chat_to_message(content: bytes, model: str) -> bytes:
     """A ``chat.completion`` as an Anthropic Message."""
     answer = decode_chat_answer(content)
-    choice = answer.choices[0] if answer.choices else _OAIChoice()
-    message = choice.message or _OAIMessage()
+    choice = answer.choices[0] if answer.choices else ChatChoice()
+    message = choice.message or ChatReply()
     blocks: list[dict[str, Any]] = []
     if message.reasoning_content:
         blocks.append({"type": "thinking", "thinking": message.reasoning_content, "signature": ""})

@@ -8,18 +8,16 @@ import msgspec
 
 from ...wire.sse import EventSplitter
 from ..chat import (
-    event_data,
-)
-from .answer import STOP_REASONS
-from .errors import anthropic_error
-from .front_answer import (
     ChatAnswer,
     ChatFunction,
     ChatToolCall,
     ChatUsage,
-    anthropic_usage,
     decode_chat_answer,
+    event_data,
 )
+from .answer import STOP_REASONS
+from .errors import anthropic_error
+from .front_answer import anthropic_usage
 
 
 def _sse(kind: bytes, payload: bytes) -> bytes:

@@ -18,8 +18,9 @@ import msgspec
 
 from ...core.errors import UpstreamProtocolError
 from ...core.outcome import Usage
+from ..chat import ChatChoice, ChatReply, decode_chat_answer
 from .request import Facts
-from .shapes import ChatChoice, ChatMessage, decode_answer, encode_thinking, output_id
+from .shapes import encode_thinking, output_id
 from .usage import usage_json, usage_of_chat
 
 _encode = msgspec.json.Encoder().encode
@@ -189,12 +190,12 @@ def chat_to_response(
     """A ``chat.completion`` as a Response: its JSON, its output items (to store: they
     keep thinking blocks the client may not see), and its usage."""
     try:
-        answer = decode_answer(content)
+        answer = decode_chat_answer(content)
     except (msgspec.DecodeError, RecursionError):
         raise UpstreamProtocolError("The upstream's answer is not a chat completion.") from None
     usage = None if answer.usage is None else usage_of_chat(answer.usage)
     choice = answer.choices[0] if answer.choices else ChatChoice()
-    message = choice.message or ChatMessage()
+    message = choice.message or ChatReply()
     status, incomplete = finish_status(choice.finish_reason)
     shown: list[dict[str, Any]] = []
     stored: list[dict[str, Any]] = []

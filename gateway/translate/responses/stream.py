@@ -10,7 +10,7 @@ import msgspec
 
 from ...core.outcome import Usage
 from ...wire.sse import EventSplitter
-from ..chat import event_data
+from ..chat import ChatAnswer, ChatError, ChatToolCall, decode_chat_answer, event_data
 from .answer import (
     call_is_custom,
     call_item,
@@ -25,7 +25,7 @@ from .answer import (
     text_part,
 )
 from .request import Facts
-from .shapes import ChatAnswer, ChatError, ChatToolCall, decode_answer, output_id
+from .shapes import output_id
 from .usage import usage_of_chat
 
 _encode = msgspec.json.Encoder().encode
@@ -192,7 +192,7 @@ class ResponsesStream:
             self._end(out)
             return
         try:
-            chunk = decode_answer(payload)
+            chunk = decode_chat_answer(payload)
         except (msgspec.DecodeError, RecursionError):
             return  # not a chunk this translation knows
         if chunk.error is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ...core.outcome import Usage
-from .shapes import ChatDetails, ChatUsage
+from ..chat import ChatDetails, ChatUsage
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
