@@ -229,20 +229,20 @@ def measure(
         ),
         out / "target.log",
     )
-    body, stream = scenario.body, scenario.stream
+    body, stream, api = scenario.body, scenario.stream, scenario.api
     try:
         wait_port(port, process, STARTUP_SECONDS)
         client = Client(port, target.key, timeout=STARTUP_SECONDS)
-        client.post(body, stream)  # the first answer: the worker is up
+        client.post(body, stream, api)  # the first answer: the worker is up
         client.settimeout(REQUEST_SECONDS)
         for _ in range(settings.warmup):
-            client.post(body, stream)
+            client.post(body, stream, api)
         pids = sorted(tree(process.popen.pid))
         for pid in pids:
             dump(pid, out, "warm-up")
         started = time.monotonic()
         for _ in range(settings.requests):
-            client.post(body, stream)
+            client.post(body, stream, api)
         seconds = time.monotonic() - started
         if sorted(tree(process.popen.pid)) != pids:
             raise RuntimeError(f"{process.name}: its processes changed while measured")

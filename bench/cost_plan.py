@@ -10,7 +10,7 @@ from bench.harness import (
     TARGETS,
     Target,
 )
-from bench.payloads import chat_body
+from bench.payloads import CHAT, RESPONSES, Api
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,11 @@ class Scenario:
     name: str
     stream: bool
     targets: tuple[str, ...]
+    api: Api = CHAT  # where the request goes, its body, how its stream ends
 
     @property
     def body(self) -> bytes:
-        return chat_body(self.stream)
+        return self.api.body(self.stream)
 
 
 # Every target that serves the plain request (the others need hooks or a translating provider).
@@ -44,6 +45,11 @@ SCENARIOS: dict[str, Scenario] = {
         # The same stream from an Anthropic upstream, translated event by event: beside
         # "stream" on the gateway, it shows what translation costs over the passthrough.
         Scenario("anthropic-stream", True, ("gateway-anthropic",)),
+        # The same request and stream in OpenAI's Responses API: passed through untouched
+        # to a provider that serves it (the target: at most 1.05x "stream" on the
+        # gateway), and translated both ways for a chat-only one (beside anthropic-stream).
+        Scenario("responses-stream", True, ("gateway-responses",), RESPONSES),
+        Scenario("responses-translated-stream", True, ("gateway-responses-translated",), RESPONSES),
     )
 }
 
@@ -97,7 +103,9 @@ def chosen_names(variable: str, known: tuple[str, ...], family: bool) -> tuple[s
 def plan(settings: Settings) -> list[tuple[Scenario, Target]]:
     """What to measure, in order. A scenario without the ceiling among its targets (the
     hooks scenarios) is compared with the ceiling's figure for the same request; if no
-    selected scenario measures that, it is measured first, under this scenario's name."""
+    selected scenario measures that, it is measured first, under this scenario's name.
+    The ceiling forwards chat requests only: a Responses scenario is compared with the
+    ceiling's chat figure (plain or streamed), measured first under "chat" or "stream"."""
     runs = [
         (SCENARIOS[name], TARGETS[target])
         for name in settings.scenarios
@@ -107,5 +115,7 @@ def plan(settings: Settings) -> list[tuple[Scenario, Target]]:
     if "ceiling" in settings.targets:
         for scenario, target in list(runs):
             if not any(s.stream == scenario.stream and t.name == "ceiling" for s, t in runs):
-                runs.insert(runs.index((scenario, target)), (scenario, TARGETS["ceiling"]))
+                chat = SCENARIOS["stream" if scenario.stream else "chat"]
+                base = scenario if scenario.api is CHAT else chat
+                runs.insert(runs.index((scenario, target)), (base, TARGETS["ceiling"]))
     return runs

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from bench.payloads import PATH
+from bench.payloads import CHAT, Api, last_event
 from bench.processes import PYTHON, ROOT, Process, free_port
 
 __all__ = ["PYTHON", "ROOT", "Process", "free_port"]
@@ -39,6 +39,20 @@ api_key = "sk-ant-bench"
 
 [models.bench-model]
 provider = "anthropic"
+"""
+
+# The model on an OpenAI-compatible provider (the mock) that serves the Responses API
+# itself: /v1/responses passes through untouched. Without it ("false"), the gateway
+# translates a Responses request to chat completions and the chat stream back.
+RESPONSES_CONFIG = """
+[providers.mock]
+type = "openai"
+base_url = "{mock_url}/v1"
+api_key = "sk-bench"
+responses = %s
+
+[models.bench-model]
+provider = "mock"
 """
 
 
@@ -103,6 +117,8 @@ TARGETS: dict[str, Target] = {
             "gateway-redis", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key", redis=True
         ),
         Target("gateway-anthropic", "gateway", config=ANTHROPIC_CONFIG),
+        Target("gateway-responses", "gateway", config=RESPONSES_CONFIG % "true"),
+        Target("gateway-responses-translated", "gateway", config=RESPONSES_CONFIG % "false"),
     )
 }
 
@@ -193,15 +209,18 @@ class Client:
             self.headers["Authorization"] = f"Bearer {key}"
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
-    def post(self, body: bytes, stream: bool) -> bytes:
-        """Send a chat request and read the whole answer; raise unless it is whole and 200."""
-        self.connection.request("POST", PATH, body, self.headers)
+    def post(self, body: bytes, stream: bool, api: Api = CHAT) -> bytes:
+        """Send a request (chat, or ``api``'s) and read the whole answer; raise unless it
+        is whole and 200: a stream must end with the API's last event."""
+        self.connection.request("POST", api.path, body, self.headers)
         response = self.connection.getresponse()
         data = response.read()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
-        if stream and not data.endswith(DONE):
-            raise RuntimeError(f"stream ended without [DONE]: {data[-100:]!r}")
+        if stream and not (data.endswith(b"\n\n") and last_event(data).startswith(api.last_event)):
+            raise RuntimeError(
+                f"stream ended without {api.last_event.strip().decode()!r}: {data[-300:]!r}"
+            )
         return data
 
     def settimeout(self, seconds: float) -> None:

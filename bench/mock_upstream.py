@@ -17,6 +17,16 @@ same 18 text deltas, ``message_delta`` with the usage, ``message_stop`` — each
 HTTP chunk, as the OpenAI stream's are. A gateway that translates pays for its
 translation against the same content.
 
+``POST /v1/responses`` answers as OpenAI's Responses API does: a Response object, or
+(streamed) ``events`` Responses events with the same ``token<i> `` text pieces —
+``response.created``, ``response.in_progress``, ``response.output_item.added``,
+``response.content_part.added``, ``events - 8`` ``response.output_text.delta``,
+``response.output_text.done``, ``response.content_part.done``,
+``response.output_item.done``, ``response.completed`` with the usage — each event one
+HTTP chunk, and no ``[DONE]``: as many chunks as the chat stream, for a gateway that
+passes them through. The Response objects echo the benchmarks' request
+(``bench.payloads``), as OpenAI's do.
+
 With ``BENCH_MOCK_TIMES=<file>`` set, the mock notes the ``CLOCK_MONOTONIC`` time (ns)
 at which each request had arrived whole, and writes the list to that file as JSON when
 it stops (``bench/timeline.py`` lines these up with the gateway's and the client's).
@@ -34,6 +44,8 @@ import signal
 import time
 
 import uvloop
+
+from bench.payloads import MAX_TOKENS, SYSTEM, TEMPERATURE
 
 USAGE = {"prompt_tokens": 200, "completion_tokens": 80, "total_tokens": 280}
 COMPLETION = json.dumps(
@@ -139,6 +151,108 @@ def prepared_anthropic_stream(events: int) -> list[bytes]:
     return [_chunked(e) for e in body] + [b"0\r\n\r\n"]
 
 
+def _response(status: str, output: list, usage: dict | None) -> dict:
+    """A Response object with every field api.openai.com sends, echoing the request."""
+    return {
+        "id": "resp_bench",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": status,
+        "background": False,
+        "completed_at": 1700000001 if status == "completed" else None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": SYSTEM,
+        "max_output_tokens": MAX_TOKENS,
+        "max_tool_calls": None,
+        "model": "bench-model",
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": None, "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": True,
+        "temperature": TEMPERATURE,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def _responses_usage(output_tokens: int) -> dict:
+    return {
+        "input_tokens": USAGE["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": USAGE["prompt_tokens"] + output_tokens,
+    }
+
+
+def _output_text(text: str) -> dict:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def _message(status: str, content: list) -> dict:
+    return {
+        "id": "msg_bench",
+        "type": "message",
+        "status": status,
+        "content": content,
+        "role": "assistant",
+    }
+
+
+RESPONSE = json.dumps(
+    _response(
+        "completed",
+        [_message("completed", [_output_text("Hello! " * 40)])],
+        _responses_usage(USAGE["completion_tokens"]),
+    ),
+    separators=(",", ":"),
+).encode()
+
+
+def prepared_responses_stream(events: int) -> list[bytes]:
+    """``events`` events of OpenAI's Responses API, ``events - 8`` of them text deltas
+    (the pieces of ``prepared_stream``), each as one HTTP chunk; no ``[DONE]``."""
+    pieces = [f"token{i} " for i in range(events - 8)]
+    text = "".join(pieces)
+    at = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    done = _message("completed", [_output_text(text)])
+    usage = _responses_usage(len(pieces))
+    body = [
+        ("response.created", {"response": _response("in_progress", [], None)}),
+        ("response.in_progress", {"response": _response("in_progress", [], None)}),
+        ("response.output_item.added", {"output_index": 0, "item": _message("in_progress", [])}),
+        ("response.content_part.added", {**at, "part": _output_text("")}),
+        *(("response.output_text.delta", {**at, "delta": p, "logprobs": []}) for p in pieces),
+        ("response.output_text.done", {**at, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**at, "part": _output_text(text)}),
+        ("response.output_item.done", {"output_index": 0, "item": done}),
+        ("response.completed", {"response": _response("completed", [done], usage)}),
+    ]
+    return [
+        _chunked(_responses_event(kind, n, payload)) for n, (kind, payload) in enumerate(body)
+    ] + [b"0\r\n\r\n"]
+
+
+def _responses_event(kind: str, sequence_number: int, payload: dict) -> bytes:
+    data = {"type": kind, "sequence_number": sequence_number, **payload}
+    return b"event: %s\ndata: %s\n\n" % (
+        kind.encode(),
+        json.dumps(data, separators=(",", ":")).encode(),
+    )
+
+
 def _chunked(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -161,6 +275,10 @@ JSON_HEAD = (
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
+)
+RESPONSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    % len(RESPONSE)
 )
 ANTHROPIC_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
@@ -203,11 +321,16 @@ def wants_usage(body: bytes) -> bool:
 
 class MockProtocol(asyncio.Protocol):
     def __init__(
-        self, stream: list[bytes], usage_stream: list[bytes], anthropic_stream: list[bytes]
+        self,
+        stream: list[bytes],
+        usage_stream: list[bytes],
+        anthropic_stream: list[bytes],
+        responses_stream: list[bytes],
     ) -> None:
         self.stream = stream
         self.usage_stream = usage_stream
         self.anthropic_stream = anthropic_stream
+        self.responses_stream = responses_stream
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timers: list[asyncio.TimerHandle] = []
@@ -251,6 +374,11 @@ class MockProtocol(asyncio.Protocol):
                 transport.writelines([SSE_HEAD, *self.anthropic_stream])
             else:
                 transport.writelines([ANTHROPIC_HEAD, ANTHROPIC_MESSAGE])
+        elif head.startswith(b"post /v1/responses"):
+            if b'"stream":true' in body or b'"stream": true' in body:
+                transport.writelines([SSE_HEAD, *self.responses_stream])
+            else:
+                transport.writelines([RESPONSE_HEAD, RESPONSE])
         elif b'"stream":true' in body or b'"stream": true' in body:
             stream = self.usage_stream if wants_usage(body) else self.stream
             delay = delay_of(body)
@@ -279,8 +407,9 @@ async def serve(port: int, events: int) -> None:
     loop = asyncio.get_running_loop()
     stream, usage_stream = prepared_stream(events), prepared_stream(events, usage=True)
     anthropic_stream = prepared_anthropic_stream(events)
+    responses_stream = prepared_responses_stream(events)
     server = await loop.create_server(
-        lambda: MockProtocol(stream, usage_stream, anthropic_stream),
+        lambda: MockProtocol(stream, usage_stream, anthropic_stream, responses_stream),
         "127.0.0.1",
         port,
         backlog=4096,

@@ -73,15 +73,15 @@ def profile(
         try:
             wait_port(port, process, 60)
             client = Client(port, target.key, timeout=60)
-            body, stream = scenario.body, scenario.stream
+            body, stream, api = scenario.body, scenario.stream, scenario.api
             for _ in range(warmup + 1):
-                client.post(body, stream)
+                client.post(body, stream, api)
             workers = [pid for pid in tree(process.popen.pid) if pid != process.popen.pid]
             for pid in workers:
                 os.kill(pid, signal.SIGUSR2)
             time.sleep(0.5)  # the handler runs when the worker's loop wakes up
             for _ in range(requests):
-                client.post(body, stream)
+                client.post(body, stream, api)
             for pid in workers:
                 os.kill(pid, signal.SIGUSR2)
             client.close()
