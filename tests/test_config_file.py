@@ -117,7 +117,7 @@ def test_multipart_upload_routes_by_its_model_field_and_keeps_the_file(config_ga
     assert sent.headers["x-provider"] == "alpha"
     if config_gateway.server == "granian":
         assert sent.body == body.replace(b"\r\n\r\nwhisper-public\r\n", b"\r\n\r\nwhisper-1\r\n")
-    else:  # Robyn parses multipart bodies itself: the adapter rebuilds one (see README)
+    else:  # Robyn parses multipart bodies itself: the adapter rebuilds one (see docs/servers.md)
         assert b'name="file"; filename="model"' in sent.body
         assert b'name="model"\r\n\r\nwhisper-1\r\n' in sent.body
     assert audio in sent.body

@@ -1,7 +1,7 @@
 """Hostile raw input, on both servers: malformed and cut chunked bodies, text that is not
 a header value, Upgrade and CONNECT, multipart without a boundary. No 5xx made by the
 gateway, nothing slower than a second, nothing incomplete forwarded — except where a
-server makes it impossible, which the README states and these tests pin down."""
+server makes it impossible, which docs/servers.md states and these tests pin down."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_a_malformed_chunked_body_on_granian_is_a_400_at_once(gateway, upstream,
 
 def test_a_chunked_body_without_its_end_is_refused_or_at_least_never_a_5xx(gateway, upstream):
     """Cut at a chunk boundary, then half-closed: Granian sees the cut and answers 400;
-    Robyn cannot tell it from a whole body (README), so it is served as it arrived."""
+    Robyn cannot tell it from a whole body (docs/servers.md), so it is served as it arrived."""
     cut = b"%x\r\n%s\r\n" % (len(GOOD_BYTES), GOOD_BYTES)  # no terminating 0-chunk
     started = time.monotonic()
     answer = raw_exchange(gateway.port, HEAD + cut)
@@ -111,7 +111,7 @@ def test_upgrade_and_connect_are_answered_at_once(gateway, upstream, request):
         request.applymarker(
             pytest.mark.xfail(
                 strict=True,
-                reason="Robyn reads Upgrade/CONNECT as a body until the client closes (README)",
+                reason="Robyn reads Upgrade/CONNECT as a body until the client closes (docs/servers.md)",
             )
         )
     upgrade = (
@@ -131,7 +131,7 @@ def test_a_multipart_body_without_a_boundary_is_a_400(gateway, upstream, request
     if gateway.server == "robyn":
         request.applymarker(
             pytest.mark.xfail(
-                strict=True, reason="Robyn answers its own 500 before the gateway runs (README)"
+                strict=True, reason="Robyn answers its own 500 before the gateway runs (docs/servers.md)"
             )
         )
     body = b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--x--\r\n'

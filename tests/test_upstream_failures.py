@@ -119,7 +119,7 @@ def test_client_disconnect_mid_stream_cancels_the_upstream(gateway, upstream):
 
 def test_client_disconnect_while_waiting_cancels_the_upstream(gateway, upstream):
     if gateway.server == "robyn":
-        pytest.skip("Robyn 0.88 does not tell a handler that its client left (see README)")
+        pytest.skip("Robyn 0.88 does not tell a handler that its client left (see docs/servers.md)")
 
     async def run() -> None:
         async with aiohttp.ClientSession() as session:
