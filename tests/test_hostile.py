@@ -111,7 +111,7 @@ def test_upgrade_and_connect_are_answered_at_once(gateway, upstream, request):
         request.applymarker(
             pytest.mark.xfail(
                 strict=True,
-                reason="Robyn reads Upgrade/CONNECT as a body until the client closes (docs/servers.md)",
+                reason="Robyn reads Upgrade/CONNECT as a body until the client leaves (servers.md)",
             )
         )
     upgrade = (
@@ -131,7 +131,7 @@ def test_a_multipart_body_without_a_boundary_is_a_400(gateway, upstream, request
     if gateway.server == "robyn":
         request.applymarker(
             pytest.mark.xfail(
-                strict=True, reason="Robyn answers its own 500 before the gateway runs (docs/servers.md)"
+                strict=True, reason="Robyn answers its own 500 before the gateway runs (servers.md)"
             )
         )
     body = b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--x--\r\n'
