@@ -39,6 +39,6 @@ __all__ = [
 
 def provider_types() -> dict[str, type[Provider]]:
     """Every registered provider type, by name."""
-    from . import anthropic, azure, gemini, mock, openai  # noqa: F401 - they register themselves
+    from . import anthropic, azure, bedrock, gemini, mock, openai  # noqa: F401 - they register themselves
 
     return dict(TYPES)
