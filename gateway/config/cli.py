@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(environ)
         listen_address(settings.host, settings.port)  # (whether the port is free: at start)
-        if settings.metrics and not args.check:
+        if (settings.metrics or settings.admin_key) and not args.check:
             # Made before the workers start, shared by them, removed when the gateway exits.
             metrics_directory = tempfile.mkdtemp(prefix="gateway-metrics-")
             atexit.register(shutil.rmtree, metrics_directory, True)
@@ -240,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_listen_address(settings.host, settings.port)
         if settings.metrics_port is not None:
             check_listen_address(settings.host, settings.metrics_port, "GATEWAY_METRICS_PORT")
+        if settings.admin_port is not None:
+            check_listen_address(settings.host, settings.admin_port, "GATEWAY_ADMIN_PORT")
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -250,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port is not None and metrics is not None:
         MetricsServer(settings.host, settings.metrics_port, metrics.render_directory).start()
         logger.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    if settings.admin_key is not None:
+        where = f"{settings.host}:{settings.admin_port or settings.port}"
+        logger.info("admin API on http://%s/admin/, console on http://%s/console/", where, where)
     if settings.server == "robyn":
         from ..servers.robyn import serve
     else:

@@ -14,11 +14,9 @@ import sys
 import time
 from typing import Any
 
-import msgspec
-
-from ..access.keys import Budget, Key, checked, new_secret, parse_expiry, period_id, secret_hash
+from ..access import key_admin
+from ..access.keys import Key
 from ..access.stores import Store, StoreUnavailable
-from .file import explain
 from .settings import ConfigError, Settings, build_keys, build_store, load_file
 
 
@@ -75,21 +73,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await _create(args, store, config_keys)
         if args.action == "list":
             return await _list(store, config_keys)
-        key = config_keys.get(args.id) or (await store.key_by_id(args.id) if store else None)
+        key = await key_admin.find(store, config_keys, args.id)
         if key is None:
             raise ValueError(f"no key {args.id!r}")
         if args.action == "show":
-            print(_describe(key, await _spent(store, key)))
+            print(key_admin.describe(key, await key_admin.spent(store, key)))
             return 0
-        # revoke
-        if args.id in config_keys:
-            raise ValueError(
-                f"{args.id!r} is in the config file: revoke it by removing it there "
-                "(or set disabled = true) and restarting"
-            )
-        assert store is not None
-        key.revoked = True
-        await store.save_key(key)
+        await key_admin.revoke(store, config_keys, key)
         print(f"revoked {args.id}: refused from the next request on")
         return 0
     finally:
@@ -98,70 +88,36 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _create(args: argparse.Namespace, store: Store | None, config: dict[str, Key]) -> int:
-    if args.id in config or (store is not None and await store.key_by_id(args.id)):
-        raise ValueError(f"a key {args.id!r} exists already")
-    secret = new_secret()
-    expires = parse_expiry(args.expires)
-    if expires is not None and expires <= time.time():
-        raise ValueError(f"--expires {args.expires!r} is in the past")
-    key = Key(
-        id=args.id,
-        secret_sha256=secret_hash(secret),
-        owner=args.owner,
-        team=args.team,
-        models=[m.strip() for m in (args.models or "").split(",") if m.strip()],
-        rpm=args.rpm,
-        tpm=args.tpm,
-        max_parallel=args.max_parallel,
-        budget=Budget(args.budget, args.period) if args.budget is not None else None,
-        expires=expires,
-        created=time.time(),
-    )
-    try:
-        key = checked(key)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"not a valid key: {explain(exc, 'key')}") from None
+    fields = {
+        "owner": args.owner,
+        "team": args.team,
+        "models": [m.strip() for m in (args.models or "").split(",") if m.strip()],
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "max_parallel": args.max_parallel,
+        "budget": {"amount": args.budget, "period": args.period}
+        if args.budget is not None
+        else None,
+    }
+    if args.expires is not None:
+        fields["expires"] = args.expires
+    key, secret = await key_admin.create(store, config, args.id, fields)
     if store is not None:
-        await store.save_key(key)
         print(f"created {key.id} in the shared store. Its secret, shown this once:")
         print(secret)
         return 0
     print("No GATEWAY_REDIS_URL: add this to the config file (GATEWAY_CONFIG) and restart.")
     print(f"The secret, shown this once: {secret}\n")
-    print(_toml(key))
+    print(key_admin.toml(key))
     return 0
 
 
-def _toml(key: Key) -> str:
-    lines = [f"[keys.{key.id}]", f'secret_sha256 = "{key.secret_sha256}"']
-    for field in ("owner", "team", "rpm", "tpm", "max_parallel"):
-        value = getattr(key, field)
-        if value is not None:
-            lines.append(f"{field} = {msgspec.json.encode(value).decode()}")
-    if key.models:
-        lines.append(f"models = {msgspec.json.encode(key.models).decode()}")
-    if key.budget is not None:
-        lines.append(f'budget = {{ amount = {key.budget.amount}, period = "{key.budget.period}" }}')
-    if key.expires is not None:
-        lines.append(f'expires = "{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires))}"')
-    return "\n".join(lines)
-
-
-async def _spent(store: Store | None, key: Key) -> float | None:
-    if store is None or key.budget is None:
-        return None
-    return await store.spent(key.id, period_id(key.budget.period, time.time()))
-
-
 async def _list(store: Store | None, config: dict[str, Key]) -> int:
-    keys = dict(config)
-    if store is not None:
-        keys.update({key.id: key for key in await store.keys()})
     header = ("id", "owner", "team", "models", "rpm", "tpm", "parallel", "budget", "spent", "state")
     rows = [header]
     now = time.time()
-    for key in sorted(keys.values(), key=lambda k: k.id):
-        spent = await _spent(store, key)
+    for key in await key_admin.every_key(store, config):
+        spent = await key_admin.spent(store, key)
         rows.append(
             (
                 key.id,
@@ -173,7 +129,7 @@ async def _list(store: Store | None, config: dict[str, Key]) -> int:
                 str(key.max_parallel or "-"),
                 f"{key.budget.amount:g}/{key.budget.period}" if key.budget else "-",
                 "-" if spent is None else f"{spent:.4f}",
-                _state(key, now),
+                key_admin.state(key, now),
             )
         )
     if len(rows) == 1:
@@ -187,22 +143,3 @@ async def _list(store: Store | None, config: dict[str, Key]) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 0
-
-
-def _state(key: Key, now: float) -> str:
-    refusal = key.refusal(now)
-    if refusal is None:
-        return "active"
-    return "revoked" if key.revoked else "disabled" if key.disabled else "expired"
-
-
-def _describe(key: Key, spent: float | None) -> str:
-    fields = msgspec.structs.asdict(key)
-    fields.pop("secret_sha256")  # not a secret, but nothing anyone needs to see
-    fields["state"] = _state(key, time.time())
-    for name in ("created", "expires"):
-        if fields.get(name) is not None:
-            fields[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fields[name]))
-    if spent is not None:
-        fields["spent_this_period"] = round(spent, 6)
-    return msgspec.json.format(msgspec.json.encode(fields), indent=2).decode()

@@ -19,10 +19,12 @@ from ..access.control import AccessControl
 from ..access.keys import Budget, Key, checked, parse_expiry, secret_hash
 from ..access.limits import RateLimits
 from ..access.stores import Store
+from ..core.admin import Admin, AdminPort
 from ..core.app import Gateway, Limits
 from ..core.hooks import load_hook
 from ..core.responses import ResponsesOptions
 from ..observability.accesslog import AccessLog
+from ..observability.ledger import Ledger
 from ..observability.logs import FORMATS
 from ..observability.metrics import Metrics
 from ..observability.pricing import Price, Prices
@@ -79,6 +81,9 @@ class Settings:
     redis_timeout: float = 0.05
     responses_ttl: float = 7 * 24 * 3600.0
     responses_builtin_tools: str = "refuse"
+    admin_key: str | None = field(default=None, repr=False)
+    admin_port: int | None = None
+    ledger_retention_days: int = 90
     config_path: str | None = None
     file: dict[str, Any] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for api_key_env
@@ -121,6 +126,11 @@ class Settings:
             responses_builtin_tools=env.choice(
                 "GATEWAY_RESPONSES_BUILTIN_TOOLS", ("refuse", "drop"), cls.responses_builtin_tools
             ),
+            admin_key=env.text("GATEWAY_ADMIN_KEY"),
+            admin_port=env.number("GATEWAY_ADMIN_PORT", int, None, 1, 65535),
+            ledger_retention_days=env.number(
+                "GATEWAY_LEDGER_RETENTION_DAYS", int, cls.ledger_retention_days, 1, 3650
+            ),
             config_path=config_path,
             file=_read_file(config_path) if config_path else {},
             environ=env.environ,
@@ -130,6 +140,7 @@ class Settings:
                 f"GATEWAY_METRICS_PORT: {settings.metrics_port} is GATEWAY_PORT too; give "
                 "another port, or unset it to serve /metrics on the main port"
             )
+        _check_admin(settings)
         return settings
 
     @property
@@ -138,6 +149,22 @@ class Settings:
             max_body_bytes=self.max_body_bytes,
             max_header_bytes=self.max_header_bytes,
             max_connections=self.max_connections,
+        )
+
+
+def _check_admin(settings: Settings) -> None:
+    """The admin API's settings: a port of its own, a key that is no client key."""
+    port = settings.admin_port
+    if port is not None and port in (settings.port, settings.metrics_port):
+        raise ConfigError(
+            f"GATEWAY_ADMIN_PORT: {port} is GATEWAY_PORT or GATEWAY_METRICS_PORT too; give "
+            "another port, or unset it to serve /admin on the main port"
+        )
+    if port is not None and settings.admin_key is None:
+        raise ConfigError("GATEWAY_ADMIN_PORT: set, but GATEWAY_ADMIN_KEY is not (no admin API)")
+    if settings.admin_key is not None and settings.admin_key in settings.api_keys:
+        raise ConfigError(
+            "GATEWAY_ADMIN_KEY: it is in GATEWAY_API_KEYS too; the admin key must be no client key"
         )
 
 
@@ -485,8 +512,9 @@ def build_access(
 def build_gateway(settings: Settings, metrics_directory: str | None = None) -> Gateway:
     """The gateway the settings describe, hooks loaded by import path.
 
-    ``metrics_directory`` is where the workers' metrics meet (observability/metrics.py);
-    without one, the metrics count this process only.
+    ``metrics_directory`` is where the workers' metrics meet (observability/metrics.py),
+    and the spend ledger's and recent requests when there is no Redis (ledger.py);
+    without one, they count this process only.
     """
     file = load_file(settings)
     hook_paths = [*settings.hooks, *file.hooks]
@@ -496,6 +524,18 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
     metrics = Metrics(metrics_directory) if settings.metrics else None
     if metrics is not None:
         hooks.append(metrics)
+    ledger = admin_port = None
+    if settings.admin_key is not None:  # the ledger's one reader is the admin API
+        ledger = Ledger(
+            settings.ledger_retention_days,
+            metrics_directory,
+            settings.redis_url,
+            max(settings.redis_timeout, 1.0),
+        )
+        hooks.append(ledger)
+        if settings.admin_port is not None:
+            admin_port = AdminPort(settings.host, settings.admin_port)
+            hooks.append(admin_port)
     for path in hook_paths:
         try:
             hooks.append(load_hook(path))
@@ -531,4 +571,10 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
         raise ConfigError(f"GATEWAY_HOOKS: {exc}") from None
     if metrics is not None:
         metrics.attach(gateway, route=settings.metrics_port is None)
+    if ledger is not None:
+        admin = Admin(settings.admin_key, gateway, ledger, settings.workers)  # type: ignore[arg-type]
+        if admin_port is None:
+            admin.attach()
+        else:
+            admin_port.admin = admin
     return gateway

@@ -185,6 +185,8 @@ class Gateway:
             ("GET", "/health"): self._health,
             ("GET", "/ready"): self._ready,
         }
+        # Served like probes under a path prefix (the admin API: it checks its own key).
+        self._probe_prefixes: list[tuple[str, ProbeHandler]] = []
 
     @property
     def requires_auth(self) -> bool:
@@ -193,6 +195,10 @@ class Gateway:
     def add_probe(self, method: str, path: str, handler: ProbeHandler) -> None:
         """Serve ``path`` without authentication (readiness, metrics)."""
         self._probes[(method, path)] = handler
+
+    def add_probe_prefix(self, prefix: str, handler: ProbeHandler) -> None:
+        """Serve every path under ``prefix`` as a probe (the admin API, the console)."""
+        self._probe_prefixes.append((prefix, handler))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -309,6 +315,8 @@ class Gateway:
             )
         key = (request.method, request.path)
         probe = self._probes.get(key)
+        if probe is None and self._probe_prefixes:
+            probe = next((h for p, h in self._probe_prefixes if request.path.startswith(p)), None)
         if probe is not None:
             ctx.outcome.endpoint = PROBE  # not logged or counted: probes come every few seconds
             self._tasks.discard(asyncio.current_task(self._loop))  # nor in flight
