@@ -23,10 +23,12 @@ run: $(SERVE_STAMP)
 	$(BIN)/python -m gateway
 
 # The tests start their own redis-server (tests/redis_server.py): install it if missing;
-# they drive the real Codex CLI and Claude Code: tests/agents/install.sh pins them in .agents/.
+# they drive the real Codex CLI and Claude Code (tests/agents/install.sh pins them in
+# .agents/) and the console in Debian's Chromium (tests/console/install_browser.sh).
 test: $(DEV_STAMP)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 	bash tests/agents/install.sh
+	bash tests/console/install_browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
