@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gateway")
 
 FLUSH_INTERVAL = 1.0  # seconds between a worker's flushes (Redis) or snapshots (files)
+# The recent requests go to the shared directory less often: a thousand outcomes take
+# milliseconds to write, and the console's list may lag other workers' by this much.
+RECENT_EVERY = 5.0
 RECENT = 1000  # outcomes kept per worker
 MAX_ROWS_PER_HOUR = 10_000  # distinct (key, team, model, deployment) per worker-hour
 OTHER = "other"  # the model of rows past that bound (clients inventing model names)
@@ -93,6 +96,7 @@ class Ledger:
         self._hot = 0  # the hour the worker's file holds; earlier ones are in another
         self._past_changed = True  # whether an earlier hour changed since that file
         self._recent_changed = False
+        self._recent_written = 0.0  # monotonic time of the last write of the recent ones
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._failed_at = 0.0
@@ -244,7 +248,7 @@ class Ledger:
 
     # ------------------------------------------------------------ files
 
-    def _write_files(self) -> None:
+    def _write_files(self, force: bool = False) -> None:
         """This hour's counts every second they changed; earlier hours' (a retention's
         worth: large) only when one of them changed — at the hour's turn, mostly."""
         assert self.directory is not None
@@ -259,9 +263,10 @@ class Ledger:
                 self._past_changed = False
             _write(self.directory / f"{pid}.ledger", self._snapshot(lambda hour: hour >= hot))
         self._changed = False
-        if self._recent_changed:
+        now = time.monotonic()
+        if self._recent_changed and (force or now - self._recent_written >= RECENT_EVERY):
             _write(self.directory / f"{pid}.recent", list(self._recent))
-            self._recent_changed = False
+            self._recent_changed, self._recent_written = False, now
 
     # ------------------------------------------------------------ reading
 
@@ -303,7 +308,7 @@ class Ledger:
         if self.directory is None:
             outcomes = list(self._recent)
         else:
-            self._write_files()
+            self._write_files(force=True)  # this worker's own are always current
             batches = _read_all(self.directory, ".recent", _decode_recent)
             outcomes = [outcome for batch in batches for outcome in batch]
         outcomes.sort(key=lambda o: o.time, reverse=True)
