@@ -158,7 +158,13 @@ def test_two_workers_without_redis_count_into_one_ledger(config, tmp_path_factor
     try:
         expected = traffic([gateway])
         assert_ledger_sums([gateway], expected)
-        listed = admin(gateway, "GET", "/admin/requests?limit=1000").json()["data"]
+        # The first read asks every worker for its recent requests; they come within a flush.
+        deadline = time.monotonic() + 3
+        while True:
+            listed = admin(gateway, "GET", "/admin/requests?limit=1000").json()["data"]
+            if len(listed) == 24 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(listed) == 24
         times = [row["time"] for row in listed]
         assert times == sorted(times, reverse=True)  # newest first

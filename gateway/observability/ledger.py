@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gateway")
 
 FLUSH_INTERVAL = 1.0  # seconds between a worker's flushes (Redis) or snapshots (files)
-# The recent requests go to the shared directory less often: a thousand outcomes take
-# milliseconds to write, and the console's list may lag other workers' by this much.
-RECENT_EVERY = 5.0
+# The recent requests go to the shared directory only while someone reads them (the
+# console, the admin API): a thousand outcomes take milliseconds to write, too much to do
+# every second on every worker for nobody. A read marks them wanted for this long.
+WANTED_FOR = 120.0
 RECENT = 1000  # outcomes kept per worker
 MAX_ROWS_PER_HOUR = 10_000  # distinct (key, team, model, deployment) per worker-hour
 OTHER = "other"  # the model of rows past that bound (clients inventing model names)
@@ -96,7 +97,6 @@ class Ledger:
         self._hot = 0  # the hour the worker's file holds; earlier ones are in another
         self._past_changed = True  # whether an earlier hour changed since that file
         self._recent_changed = False
-        self._recent_written = 0.0  # monotonic time of the last write of the recent ones
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._failed_at = 0.0
@@ -248,6 +248,15 @@ class Ledger:
 
     # ------------------------------------------------------------ files
 
+    def _wanted(self) -> bool:
+        """Whether someone read the recent requests lately (see ``WANTED_FOR``)."""
+        assert self.directory is not None
+        try:
+            touched = (self.directory / "recent.wanted").stat().st_mtime
+        except OSError:
+            return False
+        return time.time() - touched < WANTED_FOR
+
     def _write_files(self, force: bool = False) -> None:
         """This hour's counts every second they changed; earlier hours' (a retention's
         worth: large) only when one of them changed — at the hour's turn, mostly."""
@@ -263,10 +272,9 @@ class Ledger:
                 self._past_changed = False
             _write(self.directory / f"{pid}.ledger", self._snapshot(lambda hour: hour >= hot))
         self._changed = False
-        now = time.monotonic()
-        if self._recent_changed and (force or now - self._recent_written >= RECENT_EVERY):
+        if self._recent_changed and (force or self._wanted()):
             _write(self.directory / f"{pid}.recent", list(self._recent))
-            self._recent_changed, self._recent_written = False, now
+            self._recent_changed = False
 
     # ------------------------------------------------------------ reading
 
@@ -308,6 +316,8 @@ class Ledger:
         if self.directory is None:
             outcomes = list(self._recent)
         else:
+            wanted = self.directory / "recent.wanted"
+            wanted.touch()  # the other workers write theirs from their next flush on
             self._write_files(force=True)  # this worker's own are always current
             batches = _read_all(self.directory, ".recent", _decode_recent)
             outcomes = [outcome for batch in batches for outcome in batch]
