@@ -7,7 +7,9 @@ the deployment is the model the request is for (after the gateway's rewrites), o
 ``deployments`` maps it to. The v1 form (``v1 = true``) is OpenAI's own API under
 ``{base}/openai/v1``, the deployment named as the body's ``model`` (rewritten there,
 when ``deployments`` maps the name). Credentials: a key (``api-key`` header) or a
-Microsoft Entra ID access token (bearer).
+Microsoft Entra ID access token (bearer): static (``entra_token``), or minted by an
+azure-identity credential (``entra``: a client secret, a managed identity, workload
+identity, or azure-identity's default chain) and refreshed before it expires.
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ from yarl import URL
 
 from ..wire.payload import JSONBody
 from .base import UpstreamRequest, provider_type, secret
+from .credentials import (
+    AzureIdentity,
+    EntraSettings,
+    StaticToken,
+    TokenSource,
+    bearer,
+    entra_credential,
+)
 from .openai import HTTPUpstreamResponse, OpenAIProvider
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from ..core.context import RequestContext
 
 API_VERSION = "2024-10-21"  # the data plane's GA version
@@ -38,8 +50,15 @@ class AzureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     v1: bool = False  # the v1 API: {base}/openai/v1, no api-version
     api_key: str | None = None  # sent as the api-key header
     api_key_env: str | None = None
-    entra_token: str | None = None  # or a Microsoft Entra ID access token (bearer)
+    entra_token: str | None = None  # or a static Microsoft Entra ID access token (bearer)
     entra_token_env: str | None = None
+    # or Entra ID credentials, refreshed: client_secret, managed_identity, workload_identity,
+    # default (azure-identity's DefaultAzureCredential)
+    entra: str | None = None
+    tenant_id: str | None = None  # client_secret (and workload_identity: else AZURE_TENANT_ID)
+    client_id: str | None = None  # the app's, or a user-assigned managed identity's
+    client_secret_env: str | None = None  # client_secret: the variable holding it
+    authority: str | None = None  # another cloud's login host: login.microsoftonline.us
     deployments: dict[str, str] = {}  # model -> deployment name, where they differ
     headers: dict[str, str] = {}
     responses: bool | None = None  # unset: the v1 API serves the Responses API, classic not
@@ -64,7 +83,7 @@ class AzureOpenAIProvider(OpenAIProvider):
             api_version=settings.api_version,
             v1=settings.v1,
             api_key=secret(settings.api_key, settings.api_key_env, environ),
-            entra_token=secret(settings.entra_token, settings.entra_token_env, environ),
+            token=_token_source(name, settings, environ),
             deployments=settings.deployments,
             headers=settings.headers,
             responses=settings.responses,
@@ -79,6 +98,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         v1: bool = False,
         api_key: str | None = None,
         entra_token: str | None = None,
+        token: TokenSource | None = None,
         deployments: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         responses: bool | None = None,
@@ -91,15 +111,22 @@ class AzureOpenAIProvider(OpenAIProvider):
         self.v1 = v1
         self.api_version = api_version
         self.deployments = dict(deployments or {})
+        if token is None and entra_token:
+            token = StaticToken(entra_token)
+        self._token = None if api_key else token  # an Entra ID bearer token, per request
         if api_key:
             self._headers.append(("api-key", api_key))
-        elif entra_token:
-            self._headers.append(("authorization", f"Bearer {entra_token}"))
         self._query = "api-version=" + quote(api_version, safe="")
         self._deployment_urls: dict[tuple[str, str], URL] = {}
 
     def describe(self) -> str:
-        return f"{self.name} -> {self.base_url} (azure{' v1' if self.v1 else ''})"
+        how = f", {self._token.describe()}" if self._token is not None else ""
+        return f"{self.name} -> {self.base_url} (azure{' v1' if self.v1 else ''}{how})"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        await super().start(session)
+        if self._token is not None:
+            self._token.warm()
 
     def _url(self, ctx: RequestContext, request: UpstreamRequest) -> URL:
         if self.v1:
@@ -135,7 +162,23 @@ class AzureOpenAIProvider(OpenAIProvider):
             request.method,
             self._url(ctx, request),
             self._body(ctx, request),
-            request.headers + self._headers,
+            await bearer(self._token, request.headers + self._headers),
             request.connect_timeout,
         )
         return HTTPUpstreamResponse(response)
+
+
+def _token_source(
+    name: str, settings: AzureSettings, environ: Mapping[str, str]
+) -> TokenSource | None:
+    """The Entra ID token the table names: static, or an azure-identity credential's."""
+    static = secret(settings.entra_token, settings.entra_token_env, environ)
+    named = (settings.tenant_id, settings.client_id, settings.client_secret_env, settings.authority)
+    if settings.entra is None:
+        if any(named):
+            raise ValueError("tenant_id, client_id, client_secret_env, authority go with entra")
+        return StaticToken(static) if static else None
+    if static or settings.api_key or settings.api_key_env:
+        raise ValueError("give one credential: api_key, entra_token or entra")
+    entra = EntraSettings(settings.entra, *named)
+    return AzureIdentity(name, entra_credential(entra, environ))

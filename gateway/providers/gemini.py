@@ -4,7 +4,9 @@ Chat completions go to ``generateContent`` (``streamGenerateContent?alt=sse`` fo
 stream), embeddings to ``embedContent`` / ``batchEmbedContents`` (Gemini API only),
 translated both ways by ``gateway.translate.gemini``. The Gemini API takes the key in
 ``x-goog-api-key``; Vertex AI (``project`` set) takes an OAuth2 access token as a bearer
-token, and names the model under the project and location.
+token, and names the model under the project and location. The token is Google's
+Application Default Credentials', refreshed before it expires (``credentials``), or a
+static ``access_token``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from ..translate.gemini.request import chat_to_gemini
 from ..translate.gemini.stream import GeminiStream
 from ..wire.headers import JSON, HeaderList, retyped
 from .base import UpstreamRequest, UpstreamResponse, provider_type, secret
+from .credentials import StaticToken, TokenSource, bearer, google_token
 from .http import HTTPProvider
 from .translated import TranslatedResponse
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from ..core.context import RequestContext
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -45,8 +50,9 @@ class GeminiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_key_env: str | None = None
     project: str | None = None  # Vertex AI: the Google Cloud project...
     location: str = "us-central1"  # ...and location ("global" for the global endpoint)
-    access_token: str | None = None  # Vertex AI: an OAuth2 access token (bearer)
+    access_token: str | None = None  # Vertex AI: a static OAuth2 access token (bearer)...
     access_token_env: str | None = None
+    credentials: str | None = None  # ...or "adc" (the default without one): refreshed
     headers: dict[str, str] = {}
 
 
@@ -61,6 +67,12 @@ class GeminiProvider(HTTPProvider):
     def from_settings(
         cls, name: str, settings: GeminiSettings, environ: Mapping[str, str]
     ) -> GeminiProvider:
+        access_token = secret(settings.access_token, settings.access_token_env, environ)
+        token = None
+        if settings.project is not None:
+            token = google_token(name, access_token, settings.credentials)
+        elif access_token is not None or settings.credentials is not None:
+            raise ValueError("access_token and credentials are Vertex AI's: set project too")
         return cls(
             name,
             base_url=settings.base_url,
@@ -68,7 +80,7 @@ class GeminiProvider(HTTPProvider):
             api_key=secret(settings.api_key, settings.api_key_env, environ),
             project=settings.project,
             location=settings.location,
-            access_token=secret(settings.access_token, settings.access_token_env, environ),
+            token=token,
             headers=settings.headers,
         )
 
@@ -82,8 +94,10 @@ class GeminiProvider(HTTPProvider):
         project: str | None = None,
         location: str = "us-central1",
         access_token: str | None = None,
+        token: TokenSource | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        """Vertex AI's bearer token is ``token`` (a source, refreshed) or ``access_token``."""
         self.name = name
         self.vertex = project is not None
         if self.vertex:
@@ -104,15 +118,23 @@ class GeminiProvider(HTTPProvider):
             ("accept-encoding", "identity"),
             *((k.lower(), v) for k, v in (headers or {}).items()),
         ]
-        if self.vertex and access_token:
-            self._headers.append(("authorization", f"Bearer {access_token}"))
-        elif api_key:
+        if self.vertex and token is None and access_token:
+            token = StaticToken(access_token)
+        self._token = token if self.vertex else None
+        if not self.vertex and api_key:
             self._headers.append(("x-goog-api-key", api_key))
         self._model_urls: dict[tuple[str, str], URL] = {}
         super().__init__()
 
     def describe(self) -> str:
-        return f"{self.name} -> {self.base_url} ({'vertex ai' if self.vertex else 'gemini'})"
+        if self._token is None:
+            return f"{self.name} -> {self.base_url} ({'vertex ai' if self.vertex else 'gemini'})"
+        return f"{self.name} -> {self.base_url} (vertex ai, {self._token.describe()})"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        await super().start(session)
+        if self._token is not None:
+            self._token.warm()
 
     def _url(self, model: str, method: str) -> URL:
         url = self._model_urls.get((model, method))
@@ -131,7 +153,9 @@ class GeminiProvider(HTTPProvider):
             body, facts = chat_to_gemini(request.body)
             method = "streamGenerateContent?alt=sse" if facts.stream else "generateContent"
             url = self._url(facts.model, method)
-            response = await self.request("POST", url, body, self._headers, connect)
+            response = await self.request(
+                "POST", url, body, await bearer(self._token, self._headers), connect
+            )
             translator = GeminiStream(facts) if facts.stream else None
             whole = functools.partial(response_to_chat, facts=facts)
             return TranslatedResponse(response, ctx, whole, translator)
@@ -145,7 +169,9 @@ class GeminiProvider(HTTPProvider):
             body, embedding = embeddings_to_gemini(request.body)
             method = "batchEmbedContents" if embedding.batch else "embedContent"
             url = self._url(embedding.model, method)
-            response = await self.request("POST", url, body, self._headers, connect)
+            response = await self.request(
+                "POST", url, body, await bearer(self._token, self._headers), connect
+            )
             whole = functools.partial(embeddings_to_openai, facts=embedding)
             return TranslatedResponse(response, ctx, whole, None)
         raise NotFoundError(
