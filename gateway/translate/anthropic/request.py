@@ -83,7 +83,7 @@ def chat_to_messages(body: bytes, default_max_tokens: int) -> tuple[bytes, Facts
     out["messages"] = turns
     facts = Facts(model=request.model, stream=bool(request.stream))
     facts.include_usage = bool(request.stream) and request.include_usage
-    thinking = _thinking(request, max_tokens)
+    thinking = claude_thinking(request, max_tokens)
     tools = _tools(request)
     tool_choice = _tool_choice(request)
     if request.response_format is not None and request.response_format.type != "text":
@@ -271,8 +271,10 @@ def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
     )
 
 
-def _json_tool(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """The tool standing in for ``response_format``; whether its schema was wrapped."""
+def json_tool_schema(request: ChatRequest) -> tuple[str, dict[str, Any], bool]:
+    """What the tool standing in for ``response_format`` declares — its description and
+    input schema — and whether the schema was wrapped (a tool's input is an object). Claude
+    on Anthropic's API and on Bedrock take the same tool, each in its API's shape."""
     response_format = request.response_format
     assert response_format is not None
     if response_format.type not in ("json_schema", "json_object"):
@@ -291,10 +293,18 @@ def _json_tool(request: ChatRequest) -> tuple[dict[str, Any], bool]:
     description = (spec.description if spec is not None else None) or (
         "Give your answer as this tool's input, in the JSON schema it declares."
     )
+    return description, schema, wrapped
+
+
+def _json_tool(request: ChatRequest) -> tuple[dict[str, Any], bool]:
+    """The tool standing in for ``response_format``; whether its schema was wrapped."""
+    description, schema, wrapped = json_tool_schema(request)
     return {"name": JSON_TOOL, "description": description, "input_schema": schema}, wrapped
 
 
-def _thinking(request: ChatRequest, max_tokens: int) -> dict[str, Any] | None:
+def claude_thinking(request: ChatRequest, max_tokens: int | None) -> dict[str, Any] | None:
+    """Claude's ``thinking`` for a request: its own parameter as given, or a budget for its
+    ``reasoning_effort`` (below ``max_tokens``, which it is part of, when that is known)."""
     if request.thinking is not None:
         return request.thinking  # Anthropic's own parameter: passed on as given
     effort = request.reasoning_effort
@@ -305,7 +315,8 @@ def _thinking(request: ChatRequest, max_tokens: int) -> dict[str, Any] | None:
         raise InvalidRequestError(
             f"Invalid 'reasoning_effort': {effort!r}.", param="reasoning_effort"
         )
-    budget = min(budget, max_tokens - 1)  # the budget is part of max_tokens, and below it
+    if max_tokens is not None:
+        budget = min(budget, max_tokens - 1)  # the budget is part of max_tokens, and below it
     if budget < MIN_THINKING_BUDGET:
         raise InvalidRequestError(
             f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on "

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ...core.errors import InvalidRequestError
+from ..anthropic.request import JSON_TOOL, claude_thinking, json_tool_schema
 from ..chat import (
     ChatRequest,
     Message,
@@ -31,11 +32,8 @@ from ..chat import (
 
 _encode = msgspec.json.Encoder().encode
 
-# The tool that stands in for OpenAI's response_format (the Anthropic translator's name).
-JSON_TOOL = "json_tool_call"
-# reasoning_effort -> Claude's thinking budget (as for Anthropic; 1024 is the least).
-THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096}
-MIN_THINKING_BUDGET = 1024
+# The tool standing in for response_format (JSON_TOOL) and the thinking budgets are
+# Claude's, as on Anthropic's API: imported from ..anthropic.request.
 # When thinking and the request sets no max_tokens: the answer's room beyond the budget.
 THINKING_ANSWER_TOKENS = 4096
 IMAGE_FORMATS = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
@@ -112,7 +110,7 @@ def chat_to_converse(body: bytes) -> tuple[bytes, Facts]:
     facts.include_usage = bool(request.stream) and request.include_usage
     claude = is_claude(request.model)
     max_tokens = request.max_completion_tokens or request.max_tokens
-    thinking = _thinking(request, max_tokens) if claude else None
+    thinking = claude_thinking(request, max_tokens) if claude else None
     thinks = thinking is not None and thinking.get("type") != "disabled"
     budget = thinking.get("budget_tokens") if thinking is not None else None
     if max_tokens is None and isinstance(budget, int):
@@ -328,46 +326,7 @@ def _tool_choice(request: ChatRequest) -> dict[str, Any] | str | None:
 
 
 def _json_tool(request: ChatRequest) -> tuple[dict[str, Any], bool]:
-    """The tool standing in for ``response_format``; whether its schema was wrapped."""
-    response_format = request.response_format
-    assert response_format is not None
-    if response_format.type not in ("json_schema", "json_object"):
-        raise InvalidRequestError(
-            f"Invalid 'response_format.type': {response_format.type!r}.",
-            param="response_format",
-        )
-    spec = response_format.json_schema
-    schema = spec.schema if spec is not None and spec.schema is not None else None
-    wrapped = False
-    if schema is None:
-        schema = {"type": "object", "additionalProperties": True}
-    elif schema.get("type") != "object":  # a tool's input is an object: wrap anything else
-        schema = {"type": "object", "properties": {"values": schema}, "required": ["values"]}
-        wrapped = True
-    description = (spec.description if spec is not None else None) or (
-        "Give your answer as this tool's input, in the JSON schema it declares."
-    )
+    """The tool standing in for ``response_format`` (Claude's, in Converse's shape)."""
+    description, schema, wrapped = json_tool_schema(request)
     tool = {"name": JSON_TOOL, "description": description, "inputSchema": {"json": schema}}
     return tool, wrapped
-
-
-def _thinking(request: ChatRequest, max_tokens: int | None) -> dict[str, Any] | None:
-    if request.thinking is not None:
-        return request.thinking  # Anthropic's own parameter: passed on as given
-    effort = request.reasoning_effort
-    if effort is None or effort == "none":
-        return None
-    budget = THINKING_BUDGETS.get(effort)
-    if budget is None:
-        raise InvalidRequestError(
-            f"Invalid 'reasoning_effort': {effort!r}.", param="reasoning_effort"
-        )
-    if max_tokens is not None:
-        budget = min(budget, max_tokens - 1)  # the budget is part of max_tokens, and below it
-    if budget < MIN_THINKING_BUDGET:
-        raise InvalidRequestError(
-            f"reasoning_effort needs max_completion_tokens above {MIN_THINKING_BUDGET} on "
-            f"Claude models (the smallest thinking budget is {MIN_THINKING_BUDGET} tokens).",
-            param="reasoning_effort",
-        )
-    return {"type": "enabled", "budget_tokens": budget}
