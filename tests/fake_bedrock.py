@@ -31,12 +31,10 @@ scripted by the model id:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import random
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.translate.bedrock.eventstream import encode_message
+from tests.threaded_server import ThreadedServer
 
 REGION = "us-east-1"
 ACCESS_KEY = "AKIAFAKEBEDROCK00001"
@@ -219,55 +218,11 @@ def stream_events(model: str, data: dict[str, Any]) -> list[bytes]:
 
 
 @dataclass
-class FakeBedrock:
+class FakeBedrock(ThreadedServer):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeBedrock:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._start())
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-bedrock", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake bedrock did not start")
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, handler_cancellation=True
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
-        with contextlib.suppress(Exception):
-            future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
 
     def clear(self) -> None:
         self.requests.clear()

@@ -29,12 +29,9 @@ The answers are tests/fake_providers.py's echo shapes ("echo: <last user text>")
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import itertools
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +50,7 @@ from tests.fake_providers import (
     _message,
     compact,
 )
+from tests.threaded_server import ThreadedServer
 
 TOKEN_LIFE = 2.0
 CLOCK_SKEW = 1.0
@@ -64,7 +62,7 @@ AZURE_RESOURCE = "https://cognitiveservices.azure.com"
 
 
 @dataclass
-class FakeClouds:
+class FakeClouds(ThreadedServer):
     host: str = "127.0.0.1"
     port: int = 0
     life: float = TOKEN_LIFE
@@ -74,48 +72,7 @@ class FakeClouds:
     issued: dict[str, int] = field(default_factory=dict)  # "google"/"azure" -> how many
     refused: list[str] = field(default_factory=list)  # why each refused request was
     _serial: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeClouds:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._start())
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-clouds", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake clouds did not start")
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
-        with contextlib.suppress(Exception):
-            future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
+    handler_cancellation = False
 
     def clear(self) -> None:
         self.requests.clear()

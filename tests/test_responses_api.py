@@ -4,9 +4,7 @@ upstream that speaks it; stored responses; and keys, limits and budgets as on ch
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from gateway.observability.pricing import Price, Prices
 from gateway.providers.mock import MockResponse
 from tests.conftest import SERVERS, start_gateway
 from tests.fake_providers import ANTHROPIC_KEY, GEMINI_KEY, FakeProviders
+from tests.threaded_server import ThreadedServer
 
 KEY, OTHER_KEY = "sk-gw-responses-a", "sk-gw-responses-b"
 WEATHER = {
@@ -39,41 +38,14 @@ USAGE = {
 }
 
 
-class ResponsesUpstream:
+class ResponsesUpstream(ThreadedServer):
     """An upstream that speaks the Responses API itself: fixed bytes, recorded requests."""
 
     def __init__(self) -> None:
-        self.port = 0
         self.requests: list[dict] = []
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
 
-    def start(self) -> ResponsesUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        assert ready.wait(10)
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self._create)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
-        future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

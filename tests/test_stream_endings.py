@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiohttp import web
 
 from tests.conftest import CLIENT_KEY, SERVERS, start_gateway
 from tests.gateway_process import raw_request
+from tests.threaded_server import ThreadedServer
 
 IDLE_SECONDS = 1.0
 READ_TIMEOUT = 8.0  # far beyond any ending here: a hang, not a slow end
@@ -85,49 +85,16 @@ ENDINGS = {
 }
 
 
-class EndingUpstream:
+class EndingUpstream(ThreadedServer):
     """Anthropic at ``POST /v1/messages`` and Gemini at ``.../models/{m}:streamGenerateContent``,
     each stream ending as its model name says (``claude-<ending>``, ``gemini-<ending>``)."""
 
     def __init__(self) -> None:
-        self.port = 0
         self.closed: dict[str, float] = {}  # model -> when the gateway closed the connection
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> EndingUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        assert ready.wait(10)
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1beta/models/{call}", self._gemini)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, handler_cancellation=True
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
-        future.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         model = (await request.json())["model"]
