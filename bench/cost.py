@@ -53,7 +53,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.callgrind import Measure, measure, valgrind_version
-from bench.cost_plan import Settings, plan
+from bench.cost_plan import SCENARIOS, Settings, plan
 from bench.harness import (
     ROOT,
     mock_upstream,
@@ -67,11 +67,20 @@ from bench.harness import (
 def ceiling_of(
     measure: Measure, measures: list[Measure], ceiling: str = "ceiling"
 ) -> Measure | None:
-    for other in measures:
-        if other.target == ceiling and other.stream == measure.stream:
+    """The ceiling's figure for the same request: the same scenario (a hooked one's
+    plain twin), else the ceiling's chat request, streamed or not, as this one."""
+    ceilings = [m for m in measures if m.target == ceiling]
+    for name in (measure.scenario, measure.scenario.removesuffix("-hooks")):
+        for other in ceilings:
+            if other.scenario == name:
+                return other
+    for other in ceilings:
+        if other.stream == measure.stream and SCENARIOS.get(other.scenario, _ANY).events == 20:
             return other
     return None
 
+
+_ANY = SCENARIOS["stream"]  # a stand-in for a scenario no longer in the table
 
 # Frames that only pass control on: their inclusive cost says nothing about where the
 # work is. The inclusive list leaves them out, and the interpreter's own functions (its
@@ -116,6 +125,7 @@ def report(measures: list[Measure], settings: Settings) -> str:
             f"| {m.seconds / m.requests * 1000:.2f} |"
         )
     lines += judged(measures)
+    lines += per_chunk_report(measures)
     for m in measures:
         for d in m.dumps:
             if d.summary and abs(d.totals - d.summary) > 0.01 * d.summary:
@@ -177,6 +187,71 @@ def judged(measures: list[Measure]) -> list[str]:
             )
     lines = ["", "Against the targets:", "", *checks] if checks else []
     return lines + (["", "Side by side (no target):", "", *beside] if beside else [])
+
+
+# Per-chunk targets: a (scenario, target)'s instructions per chunk at most this many times
+# ceiling-raw's (the floor) for the same stream; logs and metrics on.
+CHUNK_TARGETS: dict[tuple[str, str], float] = {
+    ("long-stream", "gateway"): 2.0,
+    ("long-stream-hooks", "gateway-hooks"): 3.0,
+}
+FLOOR = "ceiling-raw"
+
+
+def per_chunk(m: Measure, measures: list[Measure]) -> float | None:
+    """A stream's instructions per chunk: (its cost - the same request's not streamed, on
+    the same target) / its events. The stream's start and end are in it, spread thin
+    over a long stream."""
+    scenario = SCENARIOS.get(m.scenario)
+    if scenario is None or scenario.plain is None:
+        return None
+    for other in measures:
+        if other.target == m.target and other.scenario == scenario.plain:
+            return (m.per_request - other.per_request) / scenario.events
+    return None
+
+
+def floor_of(m: Measure, measures: list[Measure]) -> Measure | None:
+    """ceiling-raw's measure of the same stream (a hooked one against the plain stream)."""
+    wanted = {m.scenario, m.scenario.removesuffix("-hooks")}
+    for other in measures:
+        if other.target == FLOOR and other.scenario in wanted:
+            return other
+    return None
+
+
+def per_chunk_report(measures: list[Measure]) -> list[str]:
+    """Instructions per chunk of each stream, against the floor's; ✓/✗ for the targets."""
+    rows, checks = [], []
+    for m in measures:
+        mine = per_chunk(m, measures)
+        if mine is None:
+            continue
+        floor = floor_of(m, measures)
+        theirs = per_chunk(floor, measures) if floor is not None else None
+        ratio = mine / theirs if theirs else None
+        rows.append(
+            f"| {m.scenario} | {m.target} | {SCENARIOS[m.scenario].events} | {mine / 1000:.2f} "
+            f"| {f'{ratio:.2f}' if ratio is not None else '–'} |"
+        )
+        limit = CHUNK_TARGETS.get((m.scenario, m.target))
+        if limit is not None and ratio is not None:
+            checks.append(
+                f"- {'✓' if ratio <= limit else '✗'} {m.scenario} / {m.target}: "
+                f"{ratio:.2f}× {FLOOR} per chunk ({mine / 1000:.2f} k against "
+                f"{theirs / 1000:.2f} k; target ≤ {limit:g})"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "Per chunk: (stream - the same request not streamed) ÷ events, on the same target:",
+        "",
+        f"| scenario | target | events | k instructions / chunk | × {FLOOR} |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *rows,
+        *(["", "Against the per-chunk targets:", "", *checks] if checks else []),
+    ]
 
 
 def functions_report(m: Measure, base: Measure | None, top: int) -> list[str]:

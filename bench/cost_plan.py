@@ -19,15 +19,19 @@ class Scenario:
     stream: bool
     targets: tuple[str, ...]
     api: Api = CHAT  # where the request goes, its body, how its stream ends
+    model: str = "bench-model"  # bench-events-<n>: the mock streams n events
+    events: int = 20  # events of a streamed answer (as the client gets them)
+    plain: str | None = None  # the same request not streamed: per-chunk cost is the difference
 
     @property
     def body(self) -> bytes:
-        return self.api.body(self.stream)
+        return self.api.body(self.stream, self.model)
 
 
 # Every target that serves the plain request (the others need hooks or a translating provider).
 PLAIN_TARGETS = (
     "ceiling",
+    "ceiling-raw",
     "ceiling-pooled",
     "gateway",
     "gateway-quiet",
@@ -35,13 +39,26 @@ PLAIN_TARGETS = (
     "gateway-redis",
 )
 
+LONG_MODEL = "bench-events-500"
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("chat", False, PLAIN_TARGETS),
-        Scenario("stream", True, PLAIN_TARGETS),
+        Scenario("stream", True, PLAIN_TARGETS, plain="chat"),
         Scenario("chat-hooks", False, ("gateway-hooks",)),
-        Scenario("stream-hooks", True, ("gateway-hooks",)),
+        Scenario("stream-hooks", True, ("gateway-hooks",), plain="chat-hooks"),
+        # 500 token events, each its own HTTP chunk: what a stream costs per chunk, its
+        # start and end spread thin ((this - plain) / events, against ceiling-raw's).
+        Scenario("long-stream", True, PLAIN_TARGETS, model=LONG_MODEL, events=500, plain="chat"),
+        Scenario(
+            "long-stream-hooks",
+            True,
+            ("gateway-hooks",),
+            model=LONG_MODEL,
+            events=500,
+            plain="chat-hooks",
+        ),
         # The same stream from an Anthropic upstream, translated event by event: beside
         # "stream" on the gateway, it shows what translation costs over the passthrough.
         Scenario("anthropic-stream", True, ("gateway-anthropic",)),

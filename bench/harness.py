@@ -67,11 +67,12 @@ class Target:
     redis: bool = False  # needs a redis-server: GATEWAY_REDIS_URL is added
     config: str | None = None  # a config file for the gateway; "{mock_url}" is filled in
     args: tuple[str, ...] = ()  # more arguments for the ceiling's command
+    module: str = "bench.ceiling"  # the ceiling's module
 
     def command(self, port: int, mock_url: str) -> list[str]:
         if self.kind == "ceiling":
             return [
-                *(PYTHON, "-m", "bench.ceiling", "--server", "granian", "--workers", "1"),
+                *(PYTHON, "-m", self.module, "--workers", "1"),
                 *("--port", str(port), "--upstream", f"{mock_url}/v1"),
                 *self.args,
             ]
@@ -99,6 +100,9 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("ceiling", "ceiling"),
+        # The floor: Granian, an asyncio.Protocol upstream client with httptools' parser and
+        # a list of idle connections, forwarding bytes (bench/ceiling_raw.py).
+        Target("ceiling-raw", "ceiling", module="bench.ceiling_raw"),
         # The same forwarder on the gateway's short path to the pool, not session.post:
         # what the gateway's features cost over the HTTP client it now uses.
         Target("ceiling-pooled", "ceiling", args=("--client", "pooled")),

@@ -3,7 +3,10 @@
 It does the least an HTTP/1.1 keep-alive server can: find the end of the request,
 and write a prepared answer in one go — a chat completion, or (when the body asks
 for ``"stream": true``) 20 prepared SSE events as chunked transfer encoding. A model
-named ``bench-delay-<ms>`` spaces the events that many milliseconds apart. So it costs
+named ``bench-delay-<ms>`` spaces the events that many milliseconds apart; one named
+``bench-events-<n>`` gets a chat stream of ``n`` events instead (``long-stream`` in
+``make bench-cost``: 500 token events, each its own HTTP chunk, as tokens arrive),
+prepared the first time a count is asked for and kept. So it costs
 far less CPU per request than anything in front of it, and the benchmark measures the
 gateway, not the mock.
 
@@ -292,7 +295,11 @@ MODELS_RESPONSE = (
 
 
 DELAY_MARK = b'"bench-delay-'
+EVENTS_MARK = b'"bench-events-'
 USAGE_MARK = b'"include_usage":'
+
+# Streams of another number of events (bench-events-<n>), by (events, usage), once made.
+LONG_STREAMS: dict[tuple[int, bool], list[bytes]] = {}
 
 # Arrival times of requests (CLOCK_MONOTONIC, ns), kept only when BENCH_MOCK_TIMES is set.
 TIMES: list[int] | None = [] if os.environ.get("BENCH_MOCK_TIMES") else None
@@ -305,6 +312,15 @@ def delay_of(body: bytes) -> float:
         return 0.0
     start = at + len(DELAY_MARK)
     return int(body[start : body.index(b'"', start)]) / 1000
+
+
+def events_of(body: bytes) -> int:
+    """How many events the request's model name asks for; 0: the default stream."""
+    at = body.find(EVENTS_MARK)
+    if at < 0:
+        return 0
+    start = at + len(EVENTS_MARK)
+    return int(body[start : body.index(b'"', start)])
 
 
 def wants_usage(body: bytes) -> bool:
@@ -334,6 +350,18 @@ class MockProtocol(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timers: list[asyncio.TimerHandle] = []
+
+    def chat_stream(self, body: bytes) -> list[bytes]:
+        """The chat stream the request asks for: its usage variant, its number of events."""
+        usage = wants_usage(body)
+        events = events_of(body)
+        if not events:
+            return self.usage_stream if usage else self.stream
+        key = (events, usage)
+        stream = LONG_STREAMS.get(key)
+        if stream is None:
+            stream = LONG_STREAMS[key] = prepared_stream(events, usage=usage)
+        return stream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -380,7 +408,7 @@ class MockProtocol(asyncio.Protocol):
             else:
                 transport.writelines([RESPONSE_HEAD, RESPONSE])
         elif b'"stream":true' in body or b'"stream": true' in body:
-            stream = self.usage_stream if wants_usage(body) else self.stream
+            stream = self.chat_stream(body)
             delay = delay_of(body)
             if delay:
                 self.send_slowly(transport, stream, delay)

@@ -56,7 +56,7 @@ class Api:
     """Where a benchmark's request goes, its body, and how its whole stream ends."""
 
     path: str
-    body: Callable[[bool], bytes]  # stream -> the request's bytes
+    body: Callable[[bool, str], bytes]  # (stream, model) -> the request's bytes
     last_event: bytes  # how a whole stream's last SSE event begins
 
 
