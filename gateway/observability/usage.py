@@ -104,17 +104,29 @@ def _boundary_end(data: bytes) -> int:
     return max(lf + 2 if lf != -1 else -1, crlf + 4 if crlf != -1 else -1)
 
 
+# How far from a read's end the usage event of an upstream that states usage only there
+# is looked for: it is the stream's last event before [DONE], and shorter than this.
+_TAIL = 4096
+
+
 class UsageStripper:
     """Takes the usage the gateway asked for out of a stream, and keeps it.
 
     Chunks that hold whole events pass through without a copy; an event split across
     reads is held back until its end arrives (an SSE client cannot use half an event).
+
+    Some upstreams (OpenAI) add ``"usage":null`` to every event once usage is asked for:
+    every read is searched. Others state it only in the last event before ``[DONE]``:
+    when the stream's first event has no ``"usage"``, only each read's last ``_TAIL``
+    bytes are searched from then on (the event that states it ends a read, or comes
+    right before ``[DONE]``), not every byte of a long stream.
     """
 
-    __slots__ = ("held", "usage")  # held: an event's start, waiting for its end
+    __slots__ = ("held", "tail_only", "usage")  # held: an event's start, awaiting its end
 
     def __init__(self) -> None:
         self.held = b""
+        self.tail_only: bool | None = None  # known from the first whole event
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -129,7 +141,14 @@ class UsageStripper:
                     self.held = chunk
                     return b""
                 chunk, self.held = chunk[:end], chunk[end:]
-        first = chunk.find(b'"usage"')
+        if self.tail_only is None:
+            # Not in the first event: this upstream states it only at the end.
+            end = chunk.find(b"\n\n")
+            self.tail_only = chunk.find(b'"usage"', 0, end if end != -1 else len(chunk)) == -1
+        if self.tail_only:
+            first = chunk.find(b'"usage"', len(chunk) - _TAIL)
+        else:
+            first = chunk.find(b'"usage"')
         return chunk if first == -1 else self._strip(chunk, first)
 
     def flush(self) -> bytes:
@@ -154,10 +173,17 @@ class UsageStripper:
             if usage is not None:
                 self.usage = usage
                 if any(event.find(empty) != -1 for empty in _EMPTY_CHOICES):
-                    data = data[:start] + data[end:]  # the event the client did not ask for
+                    data = _without(data, start, end)  # the event the client did not ask for
                     end = start
             position = data.find(_USAGE_OBJECT, end)
         return data
+
+
+def _without(data: bytes, start: int, end: int) -> bytes:
+    """``data`` less ``data[start:end]``, copied once (a long read holds the usage event
+    near its end: slicing it, then joining, would copy the read twice)."""
+    view = memoryview(data)
+    return b"".join((view[:start], view[end:]))
 
 
 def _event_span(data: bytes, position: int) -> tuple[int, int]:

@@ -11,25 +11,34 @@ the session's would. Anything else — no idle connection yet, a header the sess
 specially, a value it would refuse — goes through ``session.request()`` unchanged, so
 both paths send the same bytes and fail the same way.
 
-This reaches into aiohttp's connector and response protocol, which are not its public
-API: ``pyproject.toml`` pins the minor version, and the tests run every provider over it.
+A body is read through a leaner reader than aiohttp's (``BodyReader``; on the short path
+``_QueuedReader``, fed by ``_LeanFeed``): the same object, the same bounds, without
+aiohttp's per-HTTP-chunk bookkeeping — a stream of one-token events paid it per event
+(``docs/benchmarks.md``, per chunk).
+
+This reaches into aiohttp's connector, response protocol, parser and body reader, which
+are not its public API: ``pyproject.toml`` pins the minor version, and the tests run
+every provider over it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from itertools import repeat, starmap
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp.client_reqrep import ClientRequest, ClientResponse, ConnectionKey, RequestInfo
 from aiohttp.helpers import set_exception
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
     from aiohttp.connector import Connection
     from aiohttp.http_parser import RawResponseMessage
-    from aiohttp.streams import StreamReader
     from yarl import URL
 
     from ..wire.headers import HeaderList
@@ -175,7 +184,7 @@ class PooledClient:
                     # As the session does: the kept-alive connection was closed; once
                     # more (the session's request may retry once more itself: such a
                     # request may be repeated).
-        return await self._session.request(
+        response = await self._session.request(
             method,
             url,
             data=body or None,
@@ -183,6 +192,8 @@ class PooledClient:
             allow_redirects=False,
             timeout=timeouts,
         )
+        lean_body(response.content)
+        return response
 
     def _head(self, method: str, url: URL, body: bytes, headers: HeaderList) -> bytes | None:
         """The request line and headers the session would write for this request, or
@@ -233,6 +244,7 @@ class PooledClient:
                 read_timeout=read_timeout,
                 **self._parser_settings,
             )
+            protocol._parser = _LeanFeed(protocol, protocol._parser)
             transport = protocol.transport
             if len(body) < 65536:
                 transport.write(head + body)  # one write, one segment
@@ -273,7 +285,7 @@ class PooledResponse:
         self._released = False
         self.status = message.code
         self.headers = message.headers
-        self.content = payload
+        self.content = lean_body(payload)
         payload.on_eof(self._at_eof)
 
     def _at_eof(self) -> None:
@@ -312,3 +324,176 @@ class PooledResponse:
             self._released = True
             if self.content.exception() is None:
                 set_exception(self.content, _CONNECTION_CLOSED)
+
+
+# Pieces a body reader holds at most before the connection stops reading (as aiohttp's own
+# reader does with its default buffer size): a body of tiny chunks stays bounded too.
+_MAX_PIECES = 4096
+
+
+class BodyReader(StreamReader):
+    """aiohttp's ``StreamReader`` with less to do per HTTP chunk and per read.
+
+    aiohttp's parser hands each HTTP chunk of a body to its reader in three calls (its
+    start, its bytes, its end), and the reader keeps the chunk boundaries for
+    ``readchunk()``; each piece taken out of it then calls ``resume_reading()``, which
+    runs the connection's parser again on no data. A stream of small events (one token
+    each, one HTTP chunk each) pays all that per event. This reader keeps only the bytes:
+    the chunk marks cost a builtin call and keep nothing, ``readany()`` takes everything
+    that has arrived as one piece, and reading resumes only where it was paused. What it
+    keeps bounded is the same: past the high-water mark in bytes or pieces, the
+    connection stops reading until the body is read.
+
+    ``lean_body`` turns the parser's reader of an answer into one (the same object, so
+    the parser, the connection and the response see no difference).
+    """
+
+    __slots__ = ()
+
+    # The HTTP chunk marks: no argument, no effect, no Python frame.
+    begin_http_chunk_receiving = end_http_chunk_receiving = staticmethod(tuple)
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        """A piece of the body from the parser (its size given), or a decompressor (not)."""
+        buffer = self._buffer
+        buffer.append(data)
+        self._size += size or len(data)
+        self._arrived()
+        return False
+
+    def _arrived(self) -> None:
+        """Something is in: wake the reader; past the marks, stop reading until it reads."""
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._size > self._high_water or len(self._buffer) > _MAX_PIECES:
+            self._protocol.pause_reading()
+
+    async def readany(self) -> bytes:
+        """Everything that has arrived, as one piece; waits when nothing has."""
+        if self._exception is not None:
+            raise self._exception
+        while not self._buffer and not self._eof:
+            await self._wait("readany")
+        return self._take()
+
+    def _take(self) -> bytes:
+        buffer = self._buffer
+        if self._buffer_offset or not buffer:  # part of one was read by read(n): its way
+            return self._read_nowait(-1)
+        self._timer.assert_timeout()
+        data = buffer.popleft() if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        self._size = 0
+        self._cursor += len(data)
+        if self._protocol._reading_paused:
+            self._protocol.resume_reading()  # also parses what a pause left unparsed
+        return data
+
+
+class _QueuedReader(BodyReader):
+    """The body reader of an answer on the short path, fed through ``_LeanFeed``.
+
+    Even ``BodyReader.feed_data`` is a Python call per HTTP chunk. This one's is not: the
+    parser's ``feed_data(piece, size)`` is the ``put`` of a ``SimpleQueue`` (C; the size
+    lands on its ignored ``block``). The bound ``put`` is kept in the one slot of
+    aiohttp's reader that this reader has no use for (the chunk-count mark, which only
+    ``readchunk()`` needs), and ``feed_data`` *is* that slot's descriptor: the parser's
+    lookup returns it as it is. After each read ``_LeanFeed`` calls ``arrived()``, which
+    moves what the read brought into the reader as one piece: from then on it is a
+    plain ``BodyReader``.
+    """
+
+    __slots__ = ()
+
+    feed_data = StreamReader._high_water_chunks  # type: ignore[assignment]
+
+    def enqueue_pieces(self) -> None:
+        """From now on, the parser's pieces go to a queue of this reader's own."""
+        self.__class__ = _QueuedReader
+        self._high_water_chunks = SimpleQueue().put  # type: ignore[assignment]
+
+    def arrived(self) -> None:
+        queue: SimpleQueue[bytes] = self._high_water_chunks.__self__  # type: ignore[attr-defined]
+        count = queue.qsize()
+        if not count:
+            return
+        # count calls of get_nowait() in C: no Python step per piece.
+        data = b"".join(starmap(queue.get_nowait, repeat((), count)))
+        self._buffer.append(data)
+        self._size += len(data)
+        self._arrived()
+
+
+class _LeanFeed:
+    """A pooled connection's parser, as the short path's protocol sees it.
+
+    Until an answer's head is in, a read that holds the end of a head and more is parsed
+    in two steps: the head (the answer's reader is made, and made a ``_QueuedReader``),
+    then the rest — else the parser would hand a whole first read of body to aiohttp's
+    own reader, piece by piece. (Any split of the bytes is the same to the parser: a
+    wrong guess only costs the speed-up.) Then each read is parsed and its pieces moved
+    into the reader at once. The protocol's ``pause_reading()`` comes after a whole read
+    has been parsed: the parser has nothing to stop, only the socket does. The next
+    exchange on the connection gives the protocol a new parser.
+    """
+
+    __slots__ = ("_parser", "_protocol", "_reader")
+
+    def __init__(self, protocol: ResponseHandler, parser: Any) -> None:
+        self._protocol = protocol
+        self._parser = parser
+        self._reader: _QueuedReader | None = None
+
+    def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
+        reader = self._reader
+        if reader is None:
+            return self._head(data)
+        try:
+            return self._parser.feed_data(data)
+        finally:
+            reader.arrived()
+
+    def pause_reading(self) -> None:
+        if self._reader is None:
+            self._parser.pause_reading()
+
+    def feed_eof(self) -> Any:
+        return self._parser.feed_eof()
+
+    def _head(self, data: bytes) -> tuple[Any, bool, bytes]:
+        parser = self._parser
+        end = data.find(b"\r\n\r\n") + 4
+        head = data[:end] if 3 < end < len(data) else data
+        # (A body in one piece, not chunked, gains nothing from a split and its copy.)
+        split = head is not data and head.find(b"chunked") != -1
+        messages, upgraded, tail = parser.feed_data(head if split else data)
+        if messages:
+            message, payload = messages[-1]
+            # (A body in one piece is one call per read anyway: the plain lean reader.)
+            plain = type(payload) is StreamReader and message.compression is None
+            if plain and message.chunked:
+                _QueuedReader.enqueue_pieces(payload)  # type: ignore[arg-type]
+                self._reader = payload  # type: ignore[assignment]
+            else:
+                self._protocol._parser = parser  # nothing more to do for this answer
+        if not split:
+            return messages, upgraded, tail
+        if upgraded:
+            return messages, upgraded, tail + data[end:]
+        rest = data[end:]
+        feed = parser.feed_data if self._protocol._parser is parser else self.feed_data
+        more, upgraded, tail = feed(rest)
+        return [*messages, *more] if messages else more, upgraded, tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)  # the rest of the parser's interface, as it is
+
+
+def lean_body(content: StreamReader) -> StreamReader:
+    """The body reader of an answer as a ``BodyReader`` (aiohttp's plain reader only: a
+    decompressing one, or the empty body, stays as it is)."""
+    if type(content) is StreamReader:
+        content.__class__ = BodyReader
+    return content
