@@ -22,7 +22,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from hmac import compare_digest
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..core.errors import (
     AuthenticationError,
@@ -42,9 +43,15 @@ from .cache import (
     decode_entry,
     encode_entry,
 )
-from .keys import Key, period_id, period_reset, same_hash, secret_hash
-from .limits import RateLimits, Scope, estimate_tokens, max_tokens_of, rate_limit_headers
-from .stores import Budget, Store, StoreUnavailable, Ticket
+from .keys import Key, period_id, period_span, secret_hash
+from .limits import (
+    RateLimits,
+    Refusal,
+    Scope,
+    rate_limit_headers,
+    reserved_tokens,
+)
+from .stores import Budget, Store, StoreUnavailable, Ticket, Verdict
 from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -57,6 +64,9 @@ logger = logging.getLogger("gateway")
 
 LOG_EVERY = 30.0  # seconds between two log lines about the same store failure
 SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
+# Secrets whose SHA-256 this worker remembers (only secrets of known keys); past it, the
+# memory starts over: an unbounded dict would be an attacker's to fill.
+MAX_KNOWN_SECRETS = 10_000
 
 
 class StoreUnavailableError(GatewayError):
@@ -114,6 +124,15 @@ class AccessControl:
             self.store if isinstance(self.store, MemoryStore) else MemoryStore(0)
         )
         self.shared = not isinstance(self.store, MemoryStore)
+        # The in-memory store answers at once: admitted without a coroutine. (Exactly a
+        # MemoryStore: a subclass may do otherwise in ``admit``.)
+        self._admit_now = self.store.admit_now if type(self.store) is MemoryStore else None
+        # A presented secret's SHA-256, for secrets that authenticated: hashed once.
+        self._digests: dict[str, str] = {}
+        # A key's limits as a scope, built once per key record: (the record, its scope).
+        self._key_scopes: dict[str, tuple[Key, Scope | None]] = {}
+        # Budget periods: the one ``now`` is in, while it lasts: (id, start, end).
+        self._periods: dict[str, tuple[str, float, float]] = {}
         self.config_keys: dict[str, Key] = {key.secret_sha256: key for key in keys}
         # A model's scope is the same for every request: built once.
         self.model_scopes = {
@@ -187,9 +206,13 @@ class AccessControl:
     # ------------------------------------------------------------ authenticate
 
     async def authenticate_key(self, ctx: RequestContext, secret: str | None) -> Key | None:
+        """The key of a presented secret: the config file's, else the shared store's."""
         if secret is None:
             return None
-        digest = secret_hash(secret)
+        digest = self._digests.get(secret)
+        known = digest is not None
+        if digest is None:
+            digest = secret_hash(secret)
         key = self.config_keys.get(digest)
         if key is None and self.shared:
             try:
@@ -199,12 +222,39 @@ class AccessControl:
                 if self.failure == "closed":
                     raise StoreUnavailableError("The key store is unavailable.") from None
                 return None
-        if key is None or not same_hash(key.secret_sha256, digest):
+        return self._usable(key, secret, digest, known)
+
+    def authenticate_config_key(self, ctx: RequestContext, secret: str | None) -> Key | None:
+        """``authenticate_key`` without a shared store: the config file's keys only, so
+        nothing to await (and no coroutine per request)."""
+        if secret is None:
+            return None
+        digest = self._digests.get(secret)
+        known = digest is not None
+        if digest is None:
+            digest = secret_hash(secret)
+        return self._usable(self.config_keys.get(digest), secret, digest, known)
+
+    def _usable(self, key: Key | None, secret: str, digest: str, known: bool) -> Key | None:
+        """``key`` if it holds this digest (compared in constant time) and may be used
+        now — checked on every request, remembered digest or not: a key revoked or
+        expired is refused at once."""
+        if key is None or not compare_digest(key.secret_sha256, digest):
             return None
         refusal = key.refusal(time.time())
         if refusal is not None:
             raise AuthenticationError(refusal)
+        if not known:
+            self._remember_digest(secret, digest)
         return key
+
+    def _remember_digest(self, secret: str, digest: str) -> None:
+        """Keep a known secret's SHA-256, so that its next requests skip hashing it. A
+        dict compares a presented secret with a remembered one only when their (seeded)
+        hashes are equal, so its lookup tells nothing of how much of a secret was right."""
+        if len(self._digests) >= MAX_KNOWN_SECRETS:
+            self._digests.clear()
+        self._digests[secret] = digest
 
     # ------------------------------------------------------------ admit
 
@@ -218,7 +268,8 @@ class AccessControl:
         headers: Headers,
     ) -> Entry | None:
         """Refuse the request (raise), answer it from the cache (the entry), or let it go on."""
-        key = ctx.identity if isinstance(ctx.identity, Key) else None
+        identity = ctx.identity
+        key = identity if isinstance(identity, Key) else None
         model = ctx.outcome.model
         if key is not None and key.models and not self._allowed(key, model, route):
             raise PermissionDeniedError(
@@ -226,62 +277,37 @@ class AccessControl:
                 param="model",
                 code="model_not_allowed",
             )
-        scopes: list[Scope] = []
-        budget = None
         now = time.time()
+        key_scope = budget = None
         if key is not None:
-            if key.limited:
-                limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
-                scopes.append(Scope("key:" + key.id, limits, f"k:{key.id}"))
+            key_scope = self._key_scope(key)
             if key.budget is not None:
-                budget = Budget(
-                    key.id,
-                    period_id(key.budget.period, now),
-                    key.budget.amount,
-                    period_reset(key.budget.period, now),
-                )
+                budget = self._budget(key, now)
         model_scope = self.model_scopes.get(route.name)
-        if model_scope is not None:
-            scopes.append(model_scope)
         admission = Admission()
         lookup_key = None
-        cache = self.cache
-        if cache is not None and endpoint in cache.endpoints:
-            may_look, may_store = cache_control(headers.get("cache-control"))
-            computed = None
-            if may_look or may_store:  # else the key would be thrown away: not computed
-                scope = _cache_scope(cache, ctx.identity)
-                model_name = route.name or model or ""
-                computed = cache_key(cache, scope, endpoint, model_name, stream, body)
-            if computed is None:
-                ctx.outcome.cache = BYPASS
-            else:
-                admission.cache_key = computed
-                admission.capture_limit = cache.max_entry_bytes
-                admission.may_store = may_store
-                lookup_key = computed if may_look else None
-                ctx.outcome.cache = MISS if may_look else BYPASS
+        if self.cache is not None and endpoint in self.cache.endpoints:
+            lookup_key = self._cache_lookup(ctx, admission, route, endpoint, body, stream, headers)
+        if model_scope is None:
+            scopes: tuple[Scope, ...] = () if key_scope is None else (key_scope,)
+        else:
+            scopes = (model_scope,) if key_scope is None else (key_scope, model_scope)
         if not scopes and lookup_key is None:
             if admission.cache_key is not None:
                 ctx.admission = admission
             self._count_cache(ctx)
             return None
-        needs_tokens = any(scope.limits.tpm for scope in scopes)
-        tokens = estimate_tokens(body, max_tokens_of(body)) if needs_tokens else 0
-        try:
-            verdict = await self.store.admit(
-                now, ctx.request_id, scopes, tokens, budget, lookup_key
+        tokens = 0
+        if (key_scope is not None and key_scope.limits.tpm) or (
+            model_scope is not None and model_scope.limits.tpm
+        ):
+            tokens = reserved_tokens(body)
+        if self._admit_now is not None:
+            verdict = self._admit_now(now, ctx.request_id, scopes, tokens, budget, lookup_key)
+        else:
+            verdict = await self._admit_shared(
+                ctx, admission, now, scopes, tokens, budget, lookup_key
             )
-        except StoreUnavailable:
-            self._unavailable("check limits")
-            if self.failure == "closed":
-                raise StoreUnavailableError("The rate-limit store is unavailable.") from None
-            # Open: serve on, counting limits in this worker only; no cache.
-            verdict = self.local.admit_now(now, ctx.request_id, scopes, tokens, budget, None)
-            if admission.cache_key is not None:
-                ctx.outcome.cache = BYPASS
-                admission.cache_key = None
-            verdict.ticket.local = True
         refusal = verdict.refusal
         window = verdict.window
         if window is not None:
@@ -289,24 +315,7 @@ class AccessControl:
                 window = window._replace(reset=refusal.retry_after)
             admission.headers = rate_limit_headers(window)
         if refusal is not None:
-            kind = refusal.scope.partition(":")[0]
-            if self._limited is not None:
-                self._limited.inc((kind, refusal.kind))
-            if refusal.kind == "budget":
-                raise QuotaExceededError(
-                    "You exceeded your current quota: this key's budget for the period is used up.",
-                    retry_after=refusal.retry_after or None,
-                )
-            what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
-                refusal.kind, "requests at once"
-            )
-            error = RateLimitError(
-                f"Rate limit reached for this {kind}: {what}. Try again in "
-                f"{refusal.retry_after:.1f} s.",
-                retry_after=refusal.retry_after,
-            )
-            error.headers += admission.headers
-            raise error
+            self._refuse(refusal, admission)
         if verdict.cached is not None:
             entry = decode_entry(verdict.cached)
             if entry is not None:
@@ -315,8 +324,112 @@ class AccessControl:
                 return entry
         admission.ticket = verdict.ticket
         ctx.admission = admission
-        self._count_cache(ctx)
+        if self.cache is not None:
+            self._count_cache(ctx)
         return None
+
+    def _key_scope(self, key: Key) -> Scope | None:
+        """The key's limits as a scope (``None`` when the key needs no admission), built
+        once per key record: a record changed in the store, or in the file, is a new
+        object, so a remembered scope is only reused for the very record it was made of."""
+        remembered = self._key_scopes.get(key.id)
+        if remembered is not None and remembered[0] is key:
+            return remembered[1]
+        scope = None
+        if key.limited:
+            limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
+            scope = Scope("key:" + key.id, limits, f"k:{key.id}")
+        if len(self._key_scopes) >= MAX_KNOWN_SECRETS:
+            self._key_scopes.clear()
+        self._key_scopes[key.id] = (key, scope)
+        return scope
+
+    def _budget(self, key: Key, now: float) -> Budget:
+        """The budget check of a key with a budget: its period, worked out once per period."""
+        assert key.budget is not None
+        period = key.budget.period
+        current = self._periods.get(period)
+        if current is None or not current[1] <= now < current[2]:
+            span = period_span(period, now)
+            start, end = span if span is not None else (float("-inf"), float("inf"))
+            current = self._periods[period] = (period_id(period, now), start, end)
+        ttl = None if period == "total" else current[2] - now
+        return Budget(key.id, current[0], key.budget.amount, ttl)
+
+    def _cache_lookup(
+        self,
+        ctx: RequestContext,
+        admission: Admission,
+        route: Route,
+        endpoint: str,
+        body: bytes,
+        stream: bool,
+        headers: Headers,
+    ) -> str | None:
+        """The request's cache key, kept on the admission; what to look up, if anything."""
+        cache = self.cache
+        assert cache is not None
+        may_look, may_store = cache_control(headers.get("cache-control"))
+        computed = None
+        if may_look or may_store:  # else the key would be thrown away: not computed
+            scope = _cache_scope(cache, ctx.identity)
+            model_name = route.name or ctx.outcome.model or ""
+            computed = cache_key(cache, scope, endpoint, model_name, stream, body)
+        if computed is None:
+            ctx.outcome.cache = BYPASS
+            return None
+        admission.cache_key = computed
+        admission.capture_limit = cache.max_entry_bytes
+        admission.may_store = may_store
+        ctx.outcome.cache = MISS if may_look else BYPASS
+        return computed if may_look else None
+
+    async def _admit_shared(
+        self,
+        ctx: RequestContext,
+        admission: Admission,
+        now: float,
+        scopes: tuple[Scope, ...],
+        tokens: int,
+        budget: Budget | None,
+        lookup_key: str | None,
+    ) -> Verdict:
+        """One round trip to the shared store; when it is down, this worker's own count
+        (``open``) or a 503 (``closed``)."""
+        try:
+            return await self.store.admit(now, ctx.request_id, scopes, tokens, budget, lookup_key)
+        except StoreUnavailable:
+            self._unavailable("check limits")
+            if self.failure == "closed":
+                raise StoreUnavailableError("The rate-limit store is unavailable.") from None
+        # Open: serve on, counting limits in this worker only; no cache.
+        verdict = self.local.admit_now(now, ctx.request_id, scopes, tokens, budget, None)
+        if admission.cache_key is not None:
+            ctx.outcome.cache = BYPASS
+            admission.cache_key = None
+        verdict.ticket.local = True
+        return verdict
+
+    def _refuse(self, refusal: Refusal, admission: Admission) -> NoReturn:
+        """The 429 of a refusal: over a limit, or over the budget."""
+        kind = refusal.scope.partition(":")[0]
+        if self._limited is not None:
+            self._limited.inc((kind, refusal.kind))
+        if refusal.kind == "budget":
+            raise QuotaExceededError(
+                "You exceeded your current quota: this key's budget for the period is used up.",
+                retry_after=refusal.retry_after or None,
+            )
+        what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
+            refusal.kind, "requests at once"
+        )
+        error = RateLimitError(
+            f"Rate limit reached for this {kind}: {what}. Try again in "
+            f"{refusal.retry_after:.1f} s.",
+            retry_after=refusal.retry_after,
+        )
+        error.headers += admission.headers
+        raise error
 
     def _count_cache(self, ctx: RequestContext) -> None:
         if self._cache_results is not None and ctx.outcome.cache is not None:
@@ -417,7 +530,10 @@ class AccessControl:
 
 class _KeyAuth:
     def __init__(self, access: AccessControl) -> None:
-        self.authenticate = access.authenticate_key
+        # Without a shared store, a plain method: the keys are all in this process.
+        self.authenticate = (
+            access.authenticate_key if access.shared else access.authenticate_config_key
+        )
 
     def __repr__(self) -> str:
         return "<VirtualKeys>"

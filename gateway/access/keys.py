@@ -156,15 +156,21 @@ def period_id(period: str, now: float) -> str:
     return f"m{day.tm_year:04d}{day.tm_mon:02d}"
 
 
-def period_reset(period: str, now: float) -> float | None:
-    """Seconds until the period ``now`` falls in is over (``None`` for ``total``)."""
+def period_span(period: str, now: float) -> tuple[float, float] | None:
+    """When the period ``now`` falls in began and ends, in Unix seconds (``None`` for
+    ``total``): a budget's period is the same for a day or a month of requests."""
     if period == "total":
         return None
     day = datetime.fromtimestamp(now, UTC)
     if period == "daily":
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        end = start.timestamp() + 86400
-    else:
-        year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
-        end = datetime(year, month, 1, tzinfo=UTC).timestamp()
-    return end - now
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        return start, start + 86400
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    start = datetime(day.year, day.month, 1, tzinfo=UTC).timestamp()
+    return start, datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
+def period_reset(period: str, now: float) -> float | None:
+    """Seconds until the period ``now`` falls in is over (``None`` for ``total``)."""
+    span = period_span(period, now)
+    return None if span is None else span[1] - now

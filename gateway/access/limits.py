@@ -75,12 +75,17 @@ class Window(NamedTuple):
         """The window of a scope that had used this much (sliding counts) before a
         request of ``tokens``, which it ``taken`` or refused."""
         rpm, tpm, _ = limits
-        return cls(
-            rpm,
-            None if rpm is None else int(rpm - used_requests - taken),
-            tpm,
-            None if tpm is None else int(tpm - used_tokens - tokens * taken),
-            WINDOW - now % WINDOW,
+        # tuple.__new__ directly: a NamedTuple's own __new__ is one more Python call, and
+        # this runs for every admitted request.
+        return tuple.__new__(
+            cls,
+            (
+                rpm,
+                None if rpm is None else int(rpm - used_requests - taken),
+                tpm,
+                None if tpm is None else int(tpm - used_tokens - tokens * taken),
+                WINDOW - now % WINDOW,
+            ),
         )
 
 
@@ -135,11 +140,25 @@ def max_tokens_of(body: bytes) -> int | None:
     return None
 
 
-def reset_text(seconds: float) -> str:
-    """OpenAI's spelling of a reset time: ``60ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
-    if seconds < 1:
-        return f"{max(0, int(seconds * 1000))}ms"
-    whole = math.ceil(seconds)  # as Retry-After rounds
+def reserved_tokens(body: bytes) -> int:
+    """``estimate_tokens`` of a request body, in one call: every request of a key with a
+    token limit reserves it."""
+    try:
+        fields = _decode_max(body)
+    except (msgspec.DecodeError, RecursionError):
+        return len(body) // 4 + DEFAULT_COMPLETION_ESTIMATE
+    answer = fields.max_completion_tokens
+    if answer is None:
+        answer = fields.max_tokens
+        if answer is None:
+            answer = fields.max_output_tokens
+            if answer is None:
+                answer = DEFAULT_COMPLETION_ESTIMATE
+    return len(body) // 4 + (answer if answer > 0 else 0)
+
+
+def _spelled(whole: int) -> str:
+    """Whole seconds in OpenAI's spelling: ``6s``, ``6m0s``, ``1h2m3s``."""
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -149,20 +168,38 @@ def reset_text(seconds: float) -> str:
     return f"{secs}s"
 
 
+# A window's reset is at most a minute away: those spellings are made once, not per request.
+_SPELLED = tuple(_spelled(whole) for whole in range(int(WINDOW) + 1))
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's spelling of a reset time: ``60ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    whole = math.ceil(seconds)  # as Retry-After rounds
+    return _SPELLED[whole] if whole <= WINDOW else _spelled(whole)
+
+
 def rate_limit_headers(window: Window) -> list[tuple[str, str]]:
-    """The ``x-ratelimit-*`` headers OpenAI clients read, for the limits there are."""
+    """The ``x-ratelimit-*`` headers OpenAI clients read, for the limits there are.
+
+    Written out rather than built up: every response of a limited key carries them.
+    """
+    limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset = window
+    reset_in = reset_text(reset)
     headers = []
-    reset = reset_text(window.reset)
-    if window.limit_requests is not None:
-        headers += [
-            ("x-ratelimit-limit-requests", str(window.limit_requests)),
-            ("x-ratelimit-remaining-requests", str(max(0, window.remaining_requests or 0))),
-            ("x-ratelimit-reset-requests", reset),
-        ]
-    if window.limit_tokens is not None:
-        headers += [
-            ("x-ratelimit-limit-tokens", str(window.limit_tokens)),
-            ("x-ratelimit-remaining-tokens", str(max(0, window.remaining_tokens or 0))),
-            ("x-ratelimit-reset-tokens", reset),
-        ]
+    if limit_requests is not None:
+        remaining = remaining_requests or 0
+        headers += (
+            ("x-ratelimit-limit-requests", str(limit_requests)),
+            ("x-ratelimit-remaining-requests", str(remaining) if remaining > 0 else "0"),
+            ("x-ratelimit-reset-requests", reset_in),
+        )
+    if limit_tokens is not None:
+        remaining = remaining_tokens or 0
+        headers += (
+            ("x-ratelimit-limit-tokens", str(limit_tokens)),
+            ("x-ratelimit-remaining-tokens", str(remaining) if remaining > 0 else "0"),
+            ("x-ratelimit-reset-tokens", reset_in),
+        )
     return headers

@@ -12,15 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from ..keys import Key
-from ..limits import (
-    PARALLEL_TTL,
-    Refusal,
-    Scope,
-    Window,
-    minute,
-    retry_after,
-    weight_of_previous,
-)
+from ..limits import PARALLEL_TTL, WINDOW, Refusal, Scope, Window, retry_after
 from . import Budget, Ticket, Verdict
 
 
@@ -148,72 +140,108 @@ class MemoryStore:
         budget: Budget | None,
         cache_key: str | None,
     ) -> Verdict:
-        """``admit`` without awaiting anything (also the fallback of a Redis store)."""
-        this_minute = minute(now)
-        ticket = Ticket(request_id, this_minute, (), tokens, None)
+        """``admit`` without awaiting anything (also the fallback of a Redis store).
+
+        Every admitted request of a limited key comes through here: the minute and the
+        previous minute's weight are worked out inline, once, rather than by helpers.
+        """
+        this_minute = int(now // WINDOW)  # limits.minute()
         if cache_key is not None:
             cached = self.cache.get(cache_key, now)
-            if cached is not None:
-                return Verdict(ticket, cached=cached)  # a hit costs nothing
-        weight = weight_of_previous(now)
+            if cached is not None:  # a hit costs nothing
+                return Verdict(Ticket(request_id, this_minute, (), tokens, None), cached=cached)
+        weight = 1.0 - (now % WINDOW) / WINDOW  # limits.weight_of_previous()
+        minutes = self._minutes
         window = None
         for scope in scopes:
-            rpm, tpm, max_parallel = scope.limits
-            counts = self._minutes.get(scope.id)
+            counts = minutes.get(scope.id)
             if counts is None:
-                counts = self._minutes[scope.id] = _Minutes()
-            counts.at(this_minute)
+                counts = minutes[scope.id] = _Minutes()
+            if counts.minute != this_minute:
+                counts.at(this_minute)
             used_requests = counts.previous_requests * weight + counts.requests
             used_tokens = counts.previous_tokens * weight + counts.tokens
+            rpm, tpm, max_parallel = scope.limits
             refusal = None
-            if rpm and used_requests + 1 > rpm:
-                wait = retry_after(counts.previous_requests, counts.requests, 1, rpm, now)
-                refusal = Refusal(scope.id, "requests", wait)
-            elif tpm and used_tokens + tokens > tpm:
-                wait = retry_after(counts.previous_tokens, counts.tokens, tokens, tpm, now)
-                refusal = Refusal(scope.id, "tokens", wait)
-            elif max_parallel:
-                active = self._parallel.setdefault(scope.id, {})
-                for rid in [r for r, expires in active.items() if expires <= now]:
-                    del active[rid]
-                if len(active) >= max_parallel:
-                    refusal = Refusal(scope.id, "parallel", 1.0)
-            if window is None:
+            if (
+                (rpm and used_requests + 1 > rpm)
+                or (tpm and used_tokens + tokens > tpm)
+                or max_parallel
+            ):  # else there is room under both minute limits, and no slots to count
+                refusal = self._refusal(scope, counts, used_requests, used_tokens, tokens, now)
+            if window is None:  # the first scope's, for the headers: Window.of(), inline
                 taken = refusal is None
-                window = Window.of(scope.limits, used_requests, used_tokens, tokens, taken, now)
+                window = tuple.__new__(
+                    Window,
+                    (
+                        rpm,
+                        None if rpm is None else int(rpm - used_requests - taken),
+                        tpm,
+                        None if tpm is None else int(tpm - used_tokens - tokens * taken),
+                        WINDOW - now % WINDOW,
+                    ),
+                )
             if refusal is not None:
-                return Verdict(ticket, refusal, window)
-        spent = self._spend.get((budget.key_id, budget.period), 0.0) if budget is not None else 0.0
-        if budget is not None and spent >= budget.amount:
+                return Verdict(Ticket(request_id, this_minute, (), tokens, None), refusal, window)
+        if budget is not None and self._spend.get((budget.key_id, budget.period), 0.0) >= (
+            budget.amount
+        ):
             refusal = Refusal("key:" + budget.key_id, "budget", budget.ttl or 0.0)
-            return Verdict(ticket, refusal, window)
+            return Verdict(Ticket(request_id, this_minute, (), tokens, None), refusal, window)
         for scope in scopes:
-            counts = self._minutes[scope.id]
+            counts = minutes[scope.id]
             counts.requests += 1
-            if scope.limits.tpm:
+            _, tpm, max_parallel = scope.limits
+            if tpm:
                 counts.tokens += tokens
-            if scope.limits.max_parallel:
+            if max_parallel:
                 self._parallel[scope.id][request_id] = now + PARALLEL_TTL
-        ticket.scopes = scopes
-        ticket.budget = budget
-        return Verdict(ticket, window=window)
+        return Verdict(Ticket(request_id, this_minute, scopes, tokens, budget), window=window)
+
+    def _refusal(
+        self,
+        scope: Scope,
+        counts: _Minutes,
+        used_requests: float,
+        used_tokens: float,
+        tokens: int,
+        now: float,
+    ) -> Refusal | None:
+        """Why ``scope`` refuses a request of ``tokens`` now, or ``None``."""
+        rpm, tpm, max_parallel = scope.limits
+        if rpm and used_requests + 1 > rpm:
+            wait = retry_after(counts.previous_requests, counts.requests, 1, rpm, now)
+            return Refusal(scope.id, "requests", wait)
+        if tpm and used_tokens + tokens > tpm:
+            wait = retry_after(counts.previous_tokens, counts.tokens, tokens, tpm, now)
+            return Refusal(scope.id, "tokens", wait)
+        if max_parallel:
+            active = self._parallel.setdefault(scope.id, {})
+            for rid in [r for r, expires in active.items() if expires <= now]:
+                del active[rid]
+            if len(active) >= max_parallel:
+                return Refusal(scope.id, "parallel", 1.0)
+        return None
 
     def settle(
         self, ticket: Ticket, tokens: int | None, cost: float | None, refund: bool = False
     ) -> None:
         for scope in ticket.scopes:
+            _, tpm, max_parallel = scope.limits
             counts = self._minutes.get(scope.id)
-            if counts is not None and counts.minute in (ticket.minute, ticket.minute + 1):
-                adjustment = (tokens or 0) - ticket.tokens if scope.limits.tpm else 0
+            if counts is not None:
+                adjustment = (tokens or 0) - ticket.tokens if tpm else 0
                 if counts.minute == ticket.minute:
-                    counts.tokens = max(0.0, counts.tokens + adjustment)
+                    if adjustment:
+                        counts.tokens = max(0.0, counts.tokens + adjustment)
                     if refund:
                         counts.requests = max(0.0, counts.requests - 1)
-                else:
-                    counts.previous_tokens = max(0.0, counts.previous_tokens + adjustment)
+                elif counts.minute == ticket.minute + 1:
+                    if adjustment:
+                        counts.previous_tokens = max(0.0, counts.previous_tokens + adjustment)
                     if refund:
                         counts.previous_requests = max(0.0, counts.previous_requests - 1)
-            if scope.limits.max_parallel:
+            if max_parallel:
                 self._parallel.get(scope.id, {}).pop(ticket.request_id, None)
         budget = ticket.budget
         if budget is not None and cost:
