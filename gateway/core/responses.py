@@ -184,11 +184,13 @@ class Responses:
         return [*stored.context, *stored.output]
 
     async def _stored(self, ctx: RequestContext, response_id: str) -> Stored | None:
+        stored = await self._record(response_id)
+        return stored if stored is not None and stored.owner == _owner(ctx) else None
+
+    async def _record(self, response_id: str) -> Stored | None:
+        """A kept response, whoever made it."""
         data = await self.state.state_get(_state_key(response_id))
-        if data is None:
-            return None
-        stored = _decode_stored(data)
-        return stored if stored.owner == _owner(ctx) else None  # another key's: none
+        return None if data is None else _decode_stored(data)
 
     # ------------------------------------------------------------------ stored ones
 
@@ -202,11 +204,11 @@ class Responses:
         own stored responses; any other id goes to the default provider (OpenAI's)."""
         ctx.outcome.endpoint = RESPONSES.name
         response_id, _, rest = request.path[len(_PREFIX) :].partition("/")
-        stored = await self._stored(ctx, response_id) if response_id else None
-        if stored is None:
-            if response_id.startswith("resp_") and await self._owned_elsewhere(response_id):
-                raise _not_found(response_id)
+        stored = await self._record(response_id) if response_id else None
+        if stored is None:  # not the gateway's: the default provider's, as OpenAI's are
             return await self.pipeline.passthrough(ctx, request, body, forwarded)
+        if stored.owner != _owner(ctx):  # another key's: it does not exist, nor goes on
+            raise _not_found(response_id)
         if request.method == "GET" and rest == "":
             return json_response(200, msgspec.json.encode(stored.response))
         if request.method == "DELETE" and rest == "":
@@ -217,10 +219,6 @@ class Responses:
             items = stored.context[len(stored.context) - stored.input_count :]
             return json_response(200, msgspec.json.encode(_page(items, request.query)))
         raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
-
-    async def _owned_elsewhere(self, response_id: str) -> bool:
-        """A response the gateway keeps for another key: a 404 here, never forwarded."""
-        return await self.state.state_get(_state_key(response_id)) is not None
 
 
 def _owner(ctx: RequestContext) -> str:
