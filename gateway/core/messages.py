@@ -73,26 +73,24 @@ class Messages:
     def __init__(self, pipeline: Pipeline, registry: ModelRegistry) -> None:
         self.pipeline = pipeline
         self.registry = registry
-        self._native: dict[int, bool] = {}  # id(route) -> every deployment is Anthropic
+        # id(route) -> whether every, and whether any, deployment it reaches is Anthropic's
+        self._claude: dict[int, tuple[bool, bool]] = {}
+
+    def _reach(self, route: Route) -> tuple[bool, bool]:
+        known = self._claude.get(id(route))
+        if known is None:
+            claude = [isinstance(p, AnthropicProvider) for p in self.registry.reached(route)]
+            known = self._claude[id(route)] = (all(claude), any(claude))
+        return known
 
     def native(self, route: Route) -> bool:
         """Whether every deployment the request may reach speaks Anthropic's API."""
-        known = self._native.get(id(route))
-        if known is None:
-            names = (*route.fallbacks, *route.context_fallbacks)
-            routes = [route, *(self.registry.resolve(name) for name in names)]
-            known = all(
-                isinstance(d.provider, AnthropicProvider) for r in routes for d in r.deployments
-            )
-            self._native[id(route)] = known
-        return known
+        return self._reach(route)[0]
 
     def reaches_claude(self, route: Route) -> bool:
         """Whether any deployment the request may reach is on an Anthropic provider: only
         then does the translated request keep what only Claude reads back."""
-        names = (*route.fallbacks, *route.context_fallbacks)
-        routes = [route, *(self.registry.resolve(name) for name in names)]
-        return any(isinstance(d.provider, AnthropicProvider) for r in routes for d in r.deployments)
+        return self._reach(route)[1]
 
     async def create(
         self, ctx: RequestContext, request: Request, body: bytes, forwarded: HeaderList

@@ -93,9 +93,7 @@ class Responses:
         """Whether every deployment the request may reach speaks the Responses API."""
         known = self._native.get(id(route))
         if known is None:
-            names = (*route.fallbacks, *route.context_fallbacks)
-            routes = [route, *(self.registry.resolve(name) for name in names)]
-            known = all(d.provider.responses for r in routes for d in r.deployments)
+            known = all(p.responses for p in self.registry.reached(route))
             self._native[id(route)] = known
         return known
 

@@ -170,6 +170,13 @@ class ModelRegistry:
         """Every public name that is not its model's own, to that model's name."""
         return {name: route.name for name, route in self._routes.items() if name != route.name}
 
+    def reached(self, route: Route) -> list[Provider]:
+        """The providers a request on ``route`` may reach: its deployments', then its
+        fallbacks' and context fallbacks' (what an API in front checks they all speak)."""
+        names = (*route.fallbacks, *route.context_fallbacks)
+        routes = [route, *(self.resolve(name) for name in names)]
+        return [deployment.provider for r in routes for deployment in r.deployments]
+
     def routes(self) -> list[Route]:
         """Every route once (aliases share their model's). The default route is one only
         in open mode: with models listed it serves just the requests that name none, so
