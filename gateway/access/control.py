@@ -124,9 +124,11 @@ class AccessControl:
             self.store if isinstance(self.store, MemoryStore) else MemoryStore(0)
         )
         self.shared = not isinstance(self.store, MemoryStore)
-        # The in-memory store answers at once: admitted without a coroutine. (Exactly a
-        # MemoryStore: a subclass may do otherwise in ``admit``.)
-        self._admit_now = self.store.admit_now if type(self.store) is MemoryStore else None
+        # Admitted without a coroutine where the store can: the in-memory store always
+        # (exactly a MemoryStore: a subclass may do otherwise in ``admit``), the Redis
+        # store against its leases.
+        subclassed = isinstance(self.store, MemoryStore) and type(self.store) is not MemoryStore
+        self._admit_now = None if subclassed else getattr(self.store, "admit_now", None)
         # A presented secret's SHA-256, for secrets that authenticated: hashed once.
         self._digests: dict[str, str] = {}
         # A key's limits as a scope, built once per key record: (the record, its scope).
@@ -302,9 +304,13 @@ class AccessControl:
             model_scope is not None and model_scope.limits.tpm
         ):
             tokens = reserved_tokens(body)
-        if self._admit_now is not None:
-            verdict = self._admit_now(now, ctx.request_id, scopes, tokens, budget, lookup_key)
-        else:
+        admit_now = self._admit_now
+        verdict = (
+            admit_now(now, ctx.request_id, scopes, tokens, budget, lookup_key)
+            if admit_now is not None
+            else None
+        )
+        if verdict is None:
             verdict = await self._admit_shared(
                 ctx, admission, now, scopes, tokens, budget, lookup_key
             )

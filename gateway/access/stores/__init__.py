@@ -8,8 +8,9 @@ process (each worker its own), ``RedisStore`` in Redis, shared by every worker o
 every replica.
 
 On the way in, a request needs at most one round trip to the store (``admit``: every
-limit that applies, the budget, the cache lookup); on the way out, its settlement
-(tokens used, the parallel slot, the spend) is batched with others' (``settle``).
+limit that applies, the budget, the cache lookup), and usually none (``admit_now``: the
+Redis store admits against leases it holds); on the way out, its settlement (tokens
+used, the parallel slot, the spend) is batched with others' (``settle``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ class Store(Protocol):
     async def spent(self, key_id: str, period: str) -> float: ...
 
     # ------------------------------------------------------------ requests
+    def admit_now(
+        self,
+        now: float,
+        request_id: str,
+        scopes: Sequence[Scope],
+        tokens: int,
+        budget: Budget | None,
+        cache_key: str | None,
+    ) -> Verdict | None:
+        """``admit`` with no I/O, when the store can answer at once; else ``None``."""
+        ...
+
     async def admit(
         self,
         now: float,
