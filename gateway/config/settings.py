@@ -79,6 +79,7 @@ class Settings:
     redis_url: str | None = None
     redis_failure: str = "open"
     redis_timeout: float = 0.05
+    redis_cluster: bool = False
     responses_ttl: float = 7 * 24 * 3600.0
     responses_builtin_tools: str = "refuse"
     admin_key: str | None = field(default=None, repr=False)
@@ -122,6 +123,7 @@ class Settings:
             redis_url=env.redis_url("GATEWAY_REDIS_URL"),
             redis_failure=env.choice("GATEWAY_REDIS_FAILURE", ("open", "closed"), "open"),
             redis_timeout=env.seconds("GATEWAY_REDIS_TIMEOUT", cls.redis_timeout),
+            redis_cluster=env.switch("GATEWAY_REDIS_CLUSTER", cls.redis_cluster),
             responses_ttl=env.number("GATEWAY_RESPONSES_TTL", float, cls.responses_ttl, 1),
             responses_builtin_tools=env.choice(
                 "GATEWAY_RESPONSES_BUILTIN_TOOLS", ("refuse", "drop"), cls.responses_builtin_tools
@@ -487,7 +489,9 @@ def build_store(settings: Settings) -> Store | None:
         return None
     from ..access.stores.redis import RedisStore
 
-    return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
+    return RedisStore(
+        settings.redis_url, timeout=settings.redis_timeout, cluster=settings.redis_cluster
+    )
 
 
 def build_access(
@@ -531,6 +535,7 @@ def build_gateway(settings: Settings, metrics_directory: str | None = None) -> G
             metrics_directory,
             settings.redis_url,
             max(settings.redis_timeout, 1.0),
+            settings.redis_cluster,
         )
         hooks.append(ledger)
         if settings.admin_port is not None:

@@ -85,11 +85,13 @@ class Ledger:
         directory: str | None = None,
         redis_url: str | None = None,
         redis_timeout: float = 1.0,
+        redis_cluster: bool = False,
     ) -> None:
         self.retention_hours = retention_days * 24
         self.directory = Path(directory) if directory else None
         self.redis_url = redis_url
         self.redis_timeout = redis_timeout
+        self.redis_cluster = redis_cluster
         self._rows: Rows = {}  # in memory: everything kept; with Redis: not yet flushed
         self._last_used: dict[str, float] = {}
         self._recent: deque[Outcome] = deque(maxlen=RECENT)
@@ -144,13 +146,9 @@ class Ledger:
 
     async def startup(self) -> None:
         if self.redis_url is not None:
-            import redis.asyncio as redis
+            from ..access.stores.redis import redis_client
 
-            self._client = redis.Redis.from_url(
-                self.redis_url,
-                socket_timeout=self.redis_timeout,
-                socket_connect_timeout=self.redis_timeout,
-            )
+            self._client = redis_client(self.redis_url, self.redis_timeout, self.redis_cluster)
         if self._client is not None or self.directory is not None:
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
