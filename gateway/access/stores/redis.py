@@ -166,10 +166,11 @@ class RedisStore:
             pipe.set(f"gw:key:{key.secret_sha256}", data)
             pipe.set(f"gw:keyid:{key.id}", key.secret_sha256)
             pipe.sadd("gw:keys", key.id)
-            pipe.publish(EVENTS, f"key {key.secret_sha256}")
             return pipe.execute()
 
         await self._call(save)
+        # Published once saved (and apart: a cluster's pipelines carry no PUBLISH).
+        await self._call(lambda c: c.publish(EVENTS, f"key {key.secret_sha256}"))
         self._keys.pop(key.secret_sha256, None)
 
     async def key_by_id(self, key_id: str) -> Key | None:
