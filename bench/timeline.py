@@ -31,11 +31,11 @@ Results: ``bench/results/timeline-<timestamp>/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,6 +51,7 @@ from bench.harness import (
     Target,
     free_port,
     mock_upstream,
+    redis_server,
     stopped_by_sigterm,
     wait_port,
 )
@@ -117,7 +118,13 @@ def timed_post(client: Client, body: bytes, stream: bool) -> Sample:
 
 
 def run_target(
-    target: Target, mock_url: str, requests: int, warmup: int, cores: str, out: Path
+    target: Target,
+    mock_url: str,
+    requests: int,
+    warmup: int,
+    cores: str,
+    out: Path,
+    redis_url: str | None = None,
 ) -> dict[str, tuple[list[Sample], list[tuple[str, int]]]]:
     """Both scenarios against one target; per scenario, the client's samples and the
     server's noted steps."""
@@ -126,7 +133,8 @@ def run_target(
     samples: dict[str, list[Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-timeline-") as site:
         Path(site, "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env = target.environ(port, mock_url, BENCH_TIMELINE_DIR=str(out))
+        extra = {"GATEWAY_REDIS_URL": redis_url} if target.redis and redis_url else {}
+        env = target.environ(port, mock_url, BENCH_TIMELINE_DIR=str(out), **extra)
         env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
         command = target.command(port, mock_url)
         process = Process(target.name, command, cores, env, out / "target.log")
@@ -217,8 +225,6 @@ def main() -> None:
     names = ("ceiling", "gateway")
     if os.environ.get("BENCH_TIMELINE_TARGETS", "").strip():
         names = chosen_names("BENCH_TIMELINE_TARGETS", tuple(TARGETS), family=False)
-    if needing := [n for n in names if TARGETS[n].redis]:
-        sys.exit(f"bench.timeline: {', '.join(needing)} needs Redis: measure it with bench-cost")
     results = ROOT / "bench" / "results" / time.strftime("timeline-%Y%m%d-%H%M%S")
     results.mkdir(parents=True, exist_ok=True)
     cores = sorted(os.sched_getaffinity(0))
@@ -227,17 +233,21 @@ def main() -> None:
     os.sched_setaffinity(0, [int(c) for c in load_cores.split(",")])  # the client
     mock_times = results / "mock-times.json"
     runs = {}
+    needs_redis = any(TARGETS[name].redis for name in names)
     with (
         stopped_by_sigterm(),
         mock_upstream(load_cores, results / "mock.log", BENCH_MOCK_TIMES=str(mock_times)) as (
             _,
             mock_url,
         ),
+        redis_server(results / "redis.log")
+        if needs_redis
+        else contextlib.nullcontext() as redis_url,
     ):
         for name in names:
             print(f"bench.timeline: {name}", flush=True)
             runs[name] = run_target(
-                TARGETS[name], mock_url, requests, warmup, target_cores, results / name
+                TARGETS[name], mock_url, requests, warmup, target_cores, results / name, redis_url
             )
     deadline = time.monotonic() + 10
     while not mock_times.exists() and time.monotonic() < deadline:
