@@ -33,8 +33,8 @@ def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def chat(gateway: GatewayProcess, name: str) -> int:
-    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+def chat(gateway: GatewayProcess, name: str, **fields: object) -> int:
+    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}], **fields})
     headers = {"content-type": "application/json", "authorization": f"Bearer {SECRETS[name]}"}
     return raw_request(gateway.url, "POST", CHAT, body.encode(), headers).status
 
@@ -46,7 +46,8 @@ def fleet(
     """Four gateways (three on Granian, one on Robyn) sharing one Redis."""
     config = tmp_path_factory.mktemp("leases") / "gateway.toml"
     config.write_text(
-        "".join(
+        "[cache]\nttl = 60\n"  # on: requests that cannot repeat must not pay for it
+        + "".join(
             f'[keys.{name}]\nsecret_sha256 = "{sha(SECRETS[name])}"\nrpm = {LIMITS[name]}\n'
             for name in SECRETS
         )
@@ -126,15 +127,22 @@ def test_a_leased_request_makes_no_round_trip_to_redis(fleet, clean_redis):
         assert chat(gateway, "fast") == 200
     calls = commands(clean_redis) - before
     assert calls < 40, calls  # top-ups and settlements, not one call per request
+    # A request that can be cached (temperature 0) looks the cache up: one GET each.
+    before_gets = commands(clean_redis, "get")
+    for _ in range(10):
+        assert chat(gateway, "fast", temperature=0) == 200
+    assert commands(clean_redis, "get") - before_gets == 10
 
 
-def commands(redis: RedisServer) -> int:
-    """Commands Redis ran for clients (scripts counted once each), from INFO."""
+def commands(redis: RedisServer, name: str | None = None) -> int:
+    """Commands Redis ran for clients (scripts counted once each), from INFO: all of
+    them, or those of one name."""
     info = redis.command("INFO", "commandstats").decode()
     total = 0
     for line in info.splitlines():
         if line.startswith("cmdstat_") and not line.startswith(("cmdstat_info", "cmdstat_ping")):
-            total += int(line.split("calls=")[1].split(",")[0])
+            if name is None or line.startswith(f"cmdstat_{name}:"):
+                total += int(line.split("calls=")[1].split(",")[0])
     return total
 
 
