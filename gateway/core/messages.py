@@ -5,16 +5,17 @@ the gateway and presents its gateway key as ``x-api-key`` or a bearer token. The
 it names is resolved through the same registry as any request, and the request runs the
 same pipeline: hooks, retries, fallbacks, limits, usage, logs.
 
-- When every deployment the request may reach (the model's, its fallbacks') is on an
-  Anthropic provider, the request goes to Anthropic as the client sent it (the model
-  name rewritten, if the registry says so) and the answer comes back untouched.
+- When every deployment the request may reach (the model's, its fallbacks') serves
+  Anthropic's Messages API itself (``Provider.messages_api``: Anthropic's API, Claude on
+  Vertex AI or on Bedrock), the request goes to it as the client sent it (the model name
+  rewritten, if the registry says so) and the answer comes back untouched.
 - Otherwise the request is translated into an OpenAI chat request, runs the chat
   pipeline (so a Claude model may fall back to a GPT model, or the reverse), and the
   answer — whole, or streamed event by event — is translated back.
 
 Errors on these paths are in Anthropic's shape (``{"type": "error", "error": {"type",
 "message"}}``), the gateway's own included; an Anthropic upstream's own error goes back
-as it sent it. ``count_tokens`` is served where an Anthropic upstream can answer it.
+as it sent it. ``count_tokens`` is served where such an upstream can answer it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..providers.anthropic import COUNT_TOKENS, MESSAGES, AnthropicProvider
+from ..providers.anthropic import COUNT_TOKENS, MESSAGES
 from ..translate.anthropic.errors import (
     AnthropicStatusError,
     anthropic_error,
@@ -73,24 +74,29 @@ class Messages:
     def __init__(self, pipeline: Pipeline, registry: ModelRegistry) -> None:
         self.pipeline = pipeline
         self.registry = registry
-        # id(route) -> whether every, and whether any, deployment it reaches is Anthropic's
-        self._claude: dict[int, tuple[bool, bool]] = {}
+        # (id(route), model) -> whether every, and whether any, deployment it reaches
+        # serves Anthropic's API itself (the model counts only on the open route)
+        self._claude: dict[tuple[int, str], tuple[bool, bool]] = {}
 
-    def _reach(self, route: Route) -> tuple[bool, bool]:
-        known = self._claude.get(id(route))
+    def _reach(self, route: Route, model: str) -> tuple[bool, bool]:
+        key = (id(route), "" if route.name else model)
+        known = self._claude.get(key)
         if known is None:
-            claude = [isinstance(p, AnthropicProvider) for p in self.registry.reached(route)]
-            known = self._claude[id(route)] = (all(claude), any(claude))
+            reached = self.registry.reached_models(route, model)
+            claude = [provider.messages_api(name) for provider, name in reached]
+            if len(self._claude) >= 4096:  # (open-route names come from clients)
+                self._claude.clear()
+            known = self._claude[key] = (all(claude), any(claude))
         return known
 
-    def native(self, route: Route) -> bool:
+    def native(self, route: Route, model: str) -> bool:
         """Whether every deployment the request may reach speaks Anthropic's API."""
-        return self._reach(route)[0]
+        return self._reach(route, model)[0]
 
-    def reaches_claude(self, route: Route) -> bool:
-        """Whether any deployment the request may reach is on an Anthropic provider: only
-        then does the translated request keep what only Claude reads back."""
-        return self._reach(route)[1]
+    def reaches_claude(self, route: Route, model: str) -> bool:
+        """Whether any deployment the request may reach speaks Anthropic's API: only then
+        does the translated request keep what only Claude reads back."""
+        return self._reach(route, model)[1]
 
     async def create(
         self, ctx: RequestContext, request: Request, body: bytes, forwarded: HeaderList
@@ -99,7 +105,8 @@ class Messages:
         pipeline = self.pipeline
         fields = MESSAGES_ENDPOINT.parse(json_body(body))
         model = fields.model
-        if self.native(self.registry.resolve(model)):
+        route = self.registry.resolve(model)
+        if self.native(route, model):
             response = await pipeline.forward(
                 ctx, request, forwarded, MESSAGES_ENDPOINT, body, model, fields.stream
             )
@@ -107,7 +114,7 @@ class Messages:
                 chunks = _anthropic_last_words(response.chunks)
                 return StreamingResponse(response.status, response.headers, chunks)
             return response
-        chat = messages_to_chat(body, claude_only=self.reaches_claude(self.registry.resolve(model)))
+        chat = messages_to_chat(body, claude_only=self.reaches_claude(route, model))
         headers = {k: v for k, v in request.headers.items() if not k.startswith("anthropic-")}
         chat_request = Request("POST", "/v1/chat/completions", "", headers, chat, request.client)
         forwarded = [h for h in forwarded if not h[0].startswith("anthropic-")]
@@ -127,9 +134,9 @@ class Messages:
     ) -> AnyResponse:
         ctx.outcome.endpoint = COUNT_TOKENS
         fields = COUNT_TOKENS_ENDPOINT.parse(json_body(body))
-        if not self.native(self.registry.resolve(fields.model)):
+        if not self.native(self.registry.resolve(fields.model), fields.model):
             raise NotFoundError(
-                f"Counting tokens is served for models on an Anthropic provider; "
+                f"Counting tokens is served for models whose provider speaks Anthropic's API; "
                 f"{fields.model!r} is not one.",
                 code="unsupported_endpoint",
             )

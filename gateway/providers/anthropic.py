@@ -246,6 +246,9 @@ class AnthropicProvider(HTTPProvider):
             headers.append(("anthropic-beta", ",".join(flags)))
         return headers + self._own
 
+    def messages_api(self, model: str) -> bool:
+        return True
+
     def error(self, status: int, headers: HeaderList, content: bytes) -> UpstreamStatusError:
         failure = error_to_openai(status, content)
         failure.headers = retyped(

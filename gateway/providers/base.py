@@ -130,6 +130,11 @@ class Provider:
         """The usage a whole (OpenAI-shaped) answer states."""
         return usage_of_answer(content)
 
+    def messages_api(self, model: str) -> bool:
+        """Whether the upstream serves Anthropic's Messages API itself for ``model`` (then
+        ``/v1/messages`` passes through to it, untranslated)."""
+        return False
+
     def describe(self) -> str:
         """One line for the start-up log; never includes a secret."""
         return f"{self.name} ({type(self).__name__})"

@@ -173,9 +173,16 @@ class ModelRegistry:
     def reached(self, route: Route) -> list[Provider]:
         """The providers a request on ``route`` may reach: its deployments', then its
         fallbacks' and context fallbacks' (what an API in front checks they all speak)."""
+        return [provider for provider, _ in self.reached_models(route, "")]
+
+    def reached_models(self, route: Route, model: str) -> list[tuple[Provider, str]]:
+        """``reached``, with the model each deployment is asked for (as the forwarder names
+        it: its rewrite, else its model's name, else — the open route — ``model``)."""
         names = (*route.fallbacks, *route.context_fallbacks)
         routes = [route, *(self.resolve(name) for name in names)]
-        return [deployment.provider for r in routes for deployment in r.deployments]
+        return [
+            (d.provider, d.upstream_model or r.name or model) for r in routes for d in r.deployments
+        ]
 
     def routes(self) -> list[Route]:
         """Every route once (aliases share their model's). The default route is one only
