@@ -25,7 +25,12 @@ scripted by the model id:
     *too-long*        400 ValidationException "Input is too long for requested model."
     *denied*          403 AccessDeniedException
     *missing*         404 ResourceNotFoundException
+    *not-ready*       429 ModelNotReadyException
     *unavailable*     503 ServiceUnavailableException
+
+``/invoke``, ``/invoke-with-response-stream`` and ``/count-tokens`` (Claude's Messages API,
+Titan and Cohere embeddings, CountTokens) are answered by tests/fake_bedrock_invoke.py,
+scripted the same way; the failures above apply to every operation.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.translate.bedrock.eventstream import encode_message
+from tests import fake_bedrock_invoke as invoke
 from tests.threaded_server import ThreadedServer
 
 REGION = "us-east-1"
@@ -235,7 +241,11 @@ class FakeBedrock(ThreadedServer):
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         raw_path = request.raw_path
-        match = re.fullmatch(r"/model/([^/]+)/(converse|converse-stream)", raw_path)
+        match = re.fullmatch(
+            r"/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream"
+            r"|count-tokens)",
+            raw_path,
+        )
         model = unquote(match[1]) if match else ""
         self.requests.append(Recorded(request.method, raw_path, model, headers, body))
         problem = signature_problem(
@@ -254,6 +264,8 @@ class FakeBedrock(ThreadedServer):
         data = json.loads(body)
         if match[2] == "converse-stream":
             return await self._stream(request, model, data)
+        if match[2] in ("invoke", "invoke-with-response-stream", "count-tokens"):
+            return await self._invoke(request, match[2], model, data)
         content, stop = blocks(model, data)
         answer = {
             "output": {"message": {"role": "assistant", "content": content}},
@@ -276,12 +288,46 @@ class FakeBedrock(ThreadedServer):
             return aws_error(403, "AccessDeniedException", message)
         if "missing" in model:
             return aws_error(404, "ResourceNotFoundException", "Model not found.")
+        if "not-ready" in model:  # (Bedrock's status for it is 429; its type says more)
+            return aws_error(429, "ModelNotReadyException", "The model is not ready yet.")
         if "unavailable" in model:
             return aws_error(503, "ServiceUnavailableException", "Bedrock is unavailable.")
         return None
 
+    async def _invoke(
+        self, request: web.Request, operation: str, model: str, data: dict[str, Any]
+    ) -> web.StreamResponse:
+        if operation == "count-tokens":
+            answer = invoke.counted(data)
+            if isinstance(answer, str):
+                return aws_error(400, "ValidationException", answer)
+            return web.json_response(answer, headers={"x-amzn-RequestId": "req-count"})
+        if "embed" in model:
+            embedded = invoke.embedding_answer(model, data)
+            if isinstance(embedded, str):
+                return aws_error(400, "ValidationException", embedded)
+            return embedded
+        reason = invoke.problem(model, data)
+        if reason is not None:
+            return aws_error(400, "ValidationException", reason)
+        if operation == "invoke":
+            answer = invoke.message(model, data)
+            return web.json_response(answer, headers={"x-amzn-RequestId": "req-invoke-1"})
+        frames = invoke.stream_frames(model, data)
+        if "throttle-first" in model and self.counts[model] == 1:
+            frames = [invoke.exception("throttlingException", "Too many tokens, please wait.")]
+        return await self._write(request, model, frames)
+
     async def _stream(
         self, request: web.Request, model: str, data: dict[str, Any]
+    ) -> web.StreamResponse:
+        frames = stream_events(model, data)
+        if "throttle-first" in model and self.counts[model] == 1:
+            frames = [exception("throttlingException", "Too many tokens, please wait.")]
+        return await self._write(request, model, frames)
+
+    async def _write(
+        self, request: web.Request, model: str, frames: list[bytes]
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
@@ -290,9 +336,6 @@ class FakeBedrock(ThreadedServer):
             }
         )
         await response.prepare(request)
-        frames = stream_events(model, data)
-        if "throttle-first" in model and self.counts[model] == 1:
-            frames = [exception("throttlingException", "Too many tokens, please wait.")]
         stream = b"".join(frames)
         if "stream-error" in model:  # the exception comes after the first bytes went out
             await response.write(b"".join(frames[:-1]))

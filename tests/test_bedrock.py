@@ -62,7 +62,12 @@ def config(fake: FakeBedrock) -> str:
     for name, extra in [
         (
             "bedrock",
-            ['access_key_id_env = "TEST_AWS_KEY"', 'secret_access_key_env = "TEST_AWS_SECRET"'],
+            [
+                'access_key_id_env = "TEST_AWS_KEY"',
+                'secret_access_key_env = "TEST_AWS_SECRET"',
+                # Claude through Converse here (InvokeModel: tests/test_bedrock_invoke.py)
+                "anthropic_api = false",
+            ],
         ),
         (
             "bedrock-temp",
@@ -415,7 +420,7 @@ def test_the_signature_is_botocores_own_for_the_same_request(monkeypatch):
         secret_access_key_env="S",
     )
     provider = BedrockProvider.from_settings("b", settings, {"K": ACCESS_KEY, "S": SECRET_KEY})
-    url = provider._url(model, False)
+    url = provider._url(model, "converse")
     assert str(url) == theirs.url
     theirs_headers = {
         k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in theirs.headers.items()

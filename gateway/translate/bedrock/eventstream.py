@@ -33,6 +33,11 @@ _BYTES, _STRING = 6, 7
 
 Message = tuple[dict[str, str], bytes]  # (string headers, payload)
 
+# A stream's messages carry a few header blocks over and over (the chunk event's, each
+# event type's): each is read once and shared (a message's headers are read, never
+# changed).
+_known: dict[bytes, dict[str, str]] = {}
+
 
 class EventStreamDecoder:
     """Whole event-stream messages out of bytes as they arrive."""
@@ -73,7 +78,12 @@ class EventStreamDecoder:
                         "The upstream's event stream is corrupt (message CRC)."
                     )
                 start = position + _PRELUDE
-                headers = _headers(view[start : start + headers_length])
+                raw = bytes(view[start : start + headers_length])
+                headers = _known.get(raw)
+                if headers is None:
+                    headers = _headers(memoryview(raw))
+                    if len(_known) < 256:
+                        _known[raw] = headers
                 payload = bytes(view[start + headers_length : end - 4])
             finally:
                 view.release()
