@@ -152,8 +152,10 @@ TARGET_RATIOS: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {
 }
 
 # Figures shown beside another's, without a target: the Responses stream translated from
-# a chat stream, beside the chat stream translated from Anthropic's events.
+# a chat stream, and Claude's stream from Bedrock (signed, event-stream framed), beside the
+# chat stream translated from Anthropic's events.
 BESIDE: dict[tuple[str, str], tuple[str, str]] = {
+    ("bedrock-stream", "gateway-bedrock"): ("anthropic-stream", "gateway-anthropic"),
     ("responses-translated-stream", "gateway-responses-translated"): (
         "anthropic-stream",
         "gateway-anthropic",

@@ -62,6 +62,9 @@ SCENARIOS: dict[str, Scenario] = {
         # The same stream from an Anthropic upstream, translated event by event: beside
         # "stream" on the gateway, it shows what translation costs over the passthrough.
         Scenario("anthropic-stream", True, ("gateway-anthropic",)),
+        # The same Anthropic events from Claude on Bedrock (InvokeModelWithResponseStream):
+        # beside anthropic-stream, what SigV4 signing and AWS's event-stream framing add.
+        Scenario("bedrock-stream", True, ("gateway-bedrock",)),
         # The same request and stream in OpenAI's Responses API: passed through untouched
         # to a provider that serves it (the target: at most 1.05x "stream" on the
         # gateway), and translated both ways for a chat-only one (beside anthropic-stream).

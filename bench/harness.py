@@ -41,6 +41,26 @@ api_key = "sk-ant-bench"
 provider = "anthropic"
 """
 
+# The model as a Claude model on Bedrock (the mock answers InvokeModelWithResponseStream
+# with Anthropic's events in AWS's event-stream framing): every request is SigV4-signed
+# (fake keys: the mock does not check them), every answer translated.
+BEDROCK_CONFIG = """
+[providers.bedrock]
+type = "bedrock"
+region = "us-east-1"
+base_url = "{mock_url}"
+access_key_id_env = "BEDROCK_BENCH_KEY_ID"
+secret_access_key_env = "BEDROCK_BENCH_SECRET"
+
+[models.bench-model]
+provider = "bedrock"
+model = "anthropic.claude-bench-v1:0"
+"""
+BEDROCK_KEYS = {
+    "BEDROCK_BENCH_KEY_ID": "AKIAFAKEBENCH0000001",
+    "BEDROCK_BENCH_SECRET": "fake/secret/for/the/bench/only",
+}
+
 # The model on an OpenAI-compatible provider (the mock) that serves the Responses API
 # itself: /v1/responses passes through untouched. Without it ("false"), the gateway
 # translates a Responses request to chat completions and the chat stream back.
@@ -121,6 +141,7 @@ TARGETS: dict[str, Target] = {
             "gateway-redis", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key", redis=True
         ),
         Target("gateway-anthropic", "gateway", config=ANTHROPIC_CONFIG),
+        Target("gateway-bedrock", "gateway", BEDROCK_KEYS, config=BEDROCK_CONFIG),
         Target("gateway-responses", "gateway", config=RESPONSES_CONFIG % "true"),
         Target("gateway-responses-translated", "gateway", config=RESPONSES_CONFIG % "false"),
     )

@@ -20,6 +20,10 @@ same 18 text deltas, ``message_delta`` with the usage, ``message_stop`` — each
 HTTP chunk, as the OpenAI stream's are. A gateway that translates pays for its
 translation against the same content.
 
+``POST /model/{id}/invoke-with-response-stream`` answers as Bedrock does for Claude: the
+same Anthropic events, each in an event-stream ``chunk`` message (binary framing, CRCs),
+each message one HTTP chunk; ``/invoke`` answers with the Message. SigV4 is not checked.
+
 ``POST /v1/responses`` answers as OpenAI's Responses API does: a Response object, or
 (streamed) ``events`` Responses events with the same ``token<i> `` text pieces —
 ``response.created``, ``response.in_progress``, ``response.output_item.added``,
@@ -41,10 +45,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import signal
+import struct
 import time
+import zlib
 
 import uvloop
 
@@ -125,6 +132,38 @@ ANTHROPIC_MESSAGE = json.dumps(
 def prepared_anthropic_stream(events: int) -> list[bytes]:
     """The answer of ``prepared_stream(events)`` (``events - 2`` text pieces) in Anthropic's
     events, each as one HTTP chunk."""
+    return [_chunked(e) for e in _anthropic_events(events)] + [b"0\r\n\r\n"]
+
+
+def prepared_bedrock_stream(events: int) -> list[bytes]:
+    """The same Anthropic events as Bedrock's InvokeModelWithResponseStream sends them: each
+    an event-stream ``chunk`` message (``{"bytes": base64 of its JSON}``), one HTTP chunk
+    each (Bedrock sends no ping)."""
+    frames = []
+    for event in _anthropic_events(events):
+        data = event[event.index(b"data: ") + 6 : -2]
+        if b'"ping"' not in data:
+            frames.append(_chunked(_chunk_frame(data)))
+    return [*frames, b"0\r\n\r\n"]
+
+
+def _chunk_frame(data: bytes) -> bytes:
+    """One message of AWS's event stream: prelude (lengths and CRC), string headers,
+    the payload, and the CRC of all before it."""
+    payload = json.dumps({"bytes": base64.b64encode(data).decode()}).encode()
+    headers = b""
+    for name, value in (
+        (b":event-type", b"chunk"),
+        (b":content-type", b"application/json"),
+        (b":message-type", b"event"),
+    ):
+        headers += bytes([len(name)]) + name + b"\x07" + struct.pack(">H", len(value)) + value
+    prelude = struct.pack(">II", 16 + len(headers) + len(payload), len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def _anthropic_events(events: int) -> list[bytes]:
     start = {
         "id": "msg_bench",
         "type": "message",
@@ -151,7 +190,7 @@ def prepared_anthropic_stream(events: int) -> list[bytes]:
         _anthropic_event("message_delta", {"delta": stop, "usage": {"output_tokens": events - 2}})
     )
     body.append(_anthropic_event("message_stop", {}))
-    return [_chunked(e) for e in body] + [b"0\r\n\r\n"]
+    return body
 
 
 def _response(status: str, output: list, usage: dict | None) -> dict:
@@ -287,6 +326,10 @@ ANTHROPIC_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
     % len(ANTHROPIC_MESSAGE)
 )
+BEDROCK_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\n"
+    b"x-amzn-requestid: req-bench\r\ntransfer-encoding: chunked\r\n\r\n"
+)
 MODELS = b'{"object":"list","data":[{"id":"bench-model","object":"model","owned_by":"bench"}]}'
 MODELS_RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
@@ -342,11 +385,13 @@ class MockProtocol(asyncio.Protocol):
         usage_stream: list[bytes],
         anthropic_stream: list[bytes],
         responses_stream: list[bytes],
+        bedrock_stream: list[bytes],
     ) -> None:
         self.stream = stream
         self.usage_stream = usage_stream
         self.anthropic_stream = anthropic_stream
         self.responses_stream = responses_stream
+        self.bedrock_stream = bedrock_stream
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.timers: list[asyncio.TimerHandle] = []
@@ -402,6 +447,11 @@ class MockProtocol(asyncio.Protocol):
                 transport.writelines([SSE_HEAD, *self.anthropic_stream])
             else:
                 transport.writelines([ANTHROPIC_HEAD, ANTHROPIC_MESSAGE])
+        elif head.startswith(b"post /model/"):  # Bedrock's InvokeModel: the URL says stream
+            if b"/invoke-with-response-stream " in head[: head.find(b"\r\n")]:
+                transport.writelines([BEDROCK_STREAM_HEAD, *self.bedrock_stream])
+            else:
+                transport.writelines([ANTHROPIC_HEAD, ANTHROPIC_MESSAGE])
         elif head.startswith(b"post /v1/responses"):
             if b'"stream":true' in body or b'"stream": true' in body:
                 transport.writelines([SSE_HEAD, *self.responses_stream])
@@ -436,8 +486,11 @@ async def serve(port: int, events: int) -> None:
     stream, usage_stream = prepared_stream(events), prepared_stream(events, usage=True)
     anthropic_stream = prepared_anthropic_stream(events)
     responses_stream = prepared_responses_stream(events)
+    bedrock_stream = prepared_bedrock_stream(events)
     server = await loop.create_server(
-        lambda: MockProtocol(stream, usage_stream, anthropic_stream, responses_stream),
+        lambda: MockProtocol(
+            stream, usage_stream, anthropic_stream, responses_stream, bedrock_stream
+        ),
         "127.0.0.1",
         port,
         backlog=4096,
