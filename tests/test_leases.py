@@ -16,15 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gateway.access.limits import RateLimits, Scope
-from gateway.access.stores.leases import IDLE, LEAST, LeaseBook
+from gateway.access.stores.leases import IDLE, LEAST, NO_WANTS, LeaseBook
 from tests.conftest import start_gateway, upstream_env
 from tests.gateway_process import GatewayProcess, raw_request
 from tests.redis_server import RedisServer
 from tests.upstream import Upstream
 
 CHAT = "/v1/chat/completions"
-SECRETS = {name: f"sk-gw-lease-{name}-secret" for name in ("burst", "trickle", "tiny", "fast")}
-LIMITS = {"burst": 300, "trickle": 60, "tiny": 3, "fast": 1_000_000}
+NAMES = ("burst", "trickle", "tiny", "fast", "slots")
+SECRETS = {name: f"sk-gw-lease-{name}-secret" for name in NAMES}
+LIMITS = {"burst": 300, "trickle": 60, "tiny": 3, "fast": 1_000_000, "slots": 40}
 
 
 def sha(secret: str) -> str:
@@ -48,7 +49,8 @@ def fleet(
     config.write_text(
         "[cache]\nttl = 60\n"  # on: requests that cannot repeat must not pay for it
         + "".join(
-            f'[keys.{name}]\nsecret_sha256 = "{sha(SECRETS[name])}"\nrpm = {LIMITS[name]}\n'
+            f'[keys.{name}]\nsecret_sha256 = "{sha(SECRETS[name])}"\n'
+            + (f"max_parallel = {LIMITS[name]}\n" if name == "slots" else f"rpm = {LIMITS[name]}\n")
             for name in SECRETS
         )
     )
@@ -117,6 +119,23 @@ def test_a_limit_smaller_than_the_workers_is_exact(fleet, clean_redis):
     assert statuses == [200] * 3 + [429] * 9
 
 
+def test_request_slots_on_four_processes_never_pass_the_limit_nor_leak(
+    fleet, clean_redis, upstream
+):
+    for _wave in range(3):  # the first asks Redis; the later ones run on leased slots too
+        jobs = [fleet[i % 4] for i in range(80)]
+        with ThreadPoolExecutor(80) as pool:
+            statuses = list(pool.map(lambda g: chat(g, "slots", model="slow:0.5"), jobs))
+        assert set(statuses) <= {200, 429} and 200 in statuses
+    # The upstream answers each 0.5 s after it got it; a request holds its slot longer
+    # than that: requests at the upstream at once never pass the limit.
+    arrivals = sorted(r.at for r in upstream.requests if r.json.get("model") == "slow:0.5")
+    at_once = max(sum(1 for t in arrivals if start <= t < start + 0.5) for start in arrivals)
+    assert at_once <= LIMITS["slots"], at_once
+    time.sleep(IDLE + 0.5)  # unused slots are handed back
+    assert clean_redis.command("ZCARD", "gw:{k:slots}:p") == b":0\r\n"  # none left behind
+
+
 def test_a_leased_request_makes_no_round_trip_to_redis(fleet, clean_redis):
     within_one_minute(15)
     gateway = fleet[0]
@@ -140,9 +159,11 @@ def commands(redis: RedisServer, name: str | None = None) -> int:
     info = redis.command("INFO", "commandstats").decode()
     total = 0
     for line in info.splitlines():
-        if line.startswith("cmdstat_") and not line.startswith(("cmdstat_info", "cmdstat_ping")):
-            if name is None or line.startswith(f"cmdstat_{name}:"):
-                total += int(line.split("calls=")[1].split(",")[0])
+        counted = line.startswith("cmdstat_") and not line.startswith(
+            ("cmdstat_info", "cmdstat_ping")
+        )
+        if counted and (name is None or line.startswith(f"cmdstat_{name}:")):
+            total += int(line.split("calls=")[1].split(",")[0])
     return total
 
 
@@ -153,10 +174,10 @@ def test_a_lease_is_taken_only_after_traffic_and_sized_by_its_rate():
     book = LeaseBook()
     scope = Scope("key:k", RateLimits(rpm=600_000), "k:k")
     now = 1000.0
-    assert book.wants(scope, 0, now) == (0, 0, 0, 0)  # no rate yet: no lease
+    assert book.wants(scope, 0, now) == NO_WANTS  # no rate yet: no lease
     book.granted(scope, int(now // 60), 0, 0, 1.0, 0.0, 1, 0, now)
     # 1 request in the last 0.1 s or more: ten a second -> 1, but at least 1/1000 of 600k.
-    assert book.wants(scope, 0, now + 0.05)[0] == 600
+    assert book.wants(scope, 0, now + 0.05).requests == 600
     book.granted(scope, int(now // 60), 600, 0, 602.0, 0.0, 1, 0, now)
     for _ in range(600):
         assert book.take(scope, int(now // 60), 0, now) is not None
@@ -183,11 +204,11 @@ def test_idle_leases_and_other_minutes_are_handed_back():
     book.wants(scope, 0, 60.0)
     book.granted(scope, 1, 8, 0, 9.0, 0.0, 1, 0, 60.0)
     assert book.idle(60.5, 1) == ([], [])
-    assert book.idle(60.0 + IDLE, 1) == ([("k:k", 1, 8, 0)], [])
+    assert book.idle(60.0 + IDLE, 1) == ([("k:k", 1, 8, 0, [])], [])
     assert book.take(scope, 1, 0, 61.5) is None  # nothing left to admit alone
     book.granted(scope, 1, 8, 0, 9.0, 0.0, 1, 0, 62.0)
     assert book.granted(scope, 2, 5, 0, 6.0, 0.0, 1, 0, 120.0) == [(1, 8, 0)]
-    assert book.idle(120.1, 3) == ([("k:k", 2, 5, 0)], [])
+    assert book.idle(120.1, 3) == ([("k:k", 2, 5, 0, [])], [])
 
 
 def test_a_budget_slice_covers_costs_and_the_rest_goes_to_redis():
@@ -204,3 +225,24 @@ def test_a_budget_slice_covers_costs_and_the_rest_goes_to_redis():
     assert not book.spend_allowed("k", "d20261207")
     book.sliced("k", "d20261207", 1.0, 0.4)
     assert book.sliced("k", "d20261208", 0.0, 0.5) == ("d20261207", 1.0)  # a new day
+
+
+def test_leased_slots_admit_while_free_and_go_back_when_unused():
+    book = LeaseBook()
+    scope = Scope("key:k", RateLimits(max_parallel=100), "k:k")
+    book.wants(scope, 0, 60.0)
+    book.granted(scope, 1, 0, 0, 1.0, 0.0, 1, 0, 60.0)
+    assert book.wants(scope, 0, 60.2).slots == LEAST  # then twice what it holds
+    book.new_slots("key:k", "w1", 0, 4)
+    assert book.leases["key:k"].slots == ["w1:0", "w1:1", "w1:2", "w1:3"]
+    assert book.wants(scope, 0, 60.3).slots == 4
+    for _ in range(4):
+        assert book.take(scope, 1, 0, 60.4) is not None
+    assert book.low(scope)  # all four busy: top up
+    assert book.take(scope, 1, 0, 60.4) is None  # a fifth asks Redis
+    for _ in range(4):
+        book.release("key:k", 60.5)
+    assert book.idle(60.5 + IDLE / 2, 1) == ([], [])
+    handed, _ = book.idle(60.5 + IDLE, 1)
+    assert handed == [("k:k", 1, 0, 0, ["w1:0", "w1:1", "w1:2", "w1:3"])]
+    assert book.take(scope, 1, 0, 62.0) is None

@@ -37,7 +37,7 @@ class Budget:
 class Ticket:
     """What an admission took, so that its settlement can give back or add to it."""
 
-    __slots__ = ("budget", "local", "minute", "request_id", "scopes", "tokens")
+    __slots__ = ("budget", "leased", "local", "minute", "request_id", "scopes", "tokens")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Ticket:
         self.tokens = tokens  # reserved in each scope with a token limit
         self.budget = budget
         self.local = False  # admitted by this worker alone (the shared store was down)
+        self.leased: tuple[str, ...] = ()  # scopes whose request slot is a leased one
 
 
 class Verdict:

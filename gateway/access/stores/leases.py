@@ -2,15 +2,17 @@
 
 A limit shared through Redis would cost a round trip per request. Instead, when a
 worker asks Redis to admit a request, it also takes a lease: some of what the scope has
-left this minute (requests, tokens) or of what its key's budget has left (money),
-counted in Redis at once as if used. The worker's next requests are admitted against
-its leases with no I/O; a lease running low is topped up in the background; what is
-left of it is handed back when the minute turns or the worker stops using it.
+left this minute (requests, tokens), of its request slots (``max_parallel``) or of what
+its key's budget has left (money), counted in Redis at once as if used. The worker's
+next requests are admitted against its leases with no I/O; a lease running low is
+topped up in the background; what is left of it is handed back when the minute turns or
+the worker stops using it. (A leased slot is freed here when its request ends, and kept
+alive in Redis by its worker: a worker that dies loses its slots within ``SLOT_TTL``.)
 
 How big: what the worker used in the last ``HORIZON`` seconds (its own rate), at least a
-thousandth of the limit, and never more than a fair share of what is left (see
-``redis_scripts.LEASE``) — below ``LEAST`` requests' worth, no lease: a low limit or
-one nearly used up is admitted request by request, exactly.
+thousandth of the limit (slots: twice what it holds), and never more than a fair share
+of what is left (see ``redis_scripts.LEASE``) — below ``LEAST`` requests' worth, no
+lease: a low limit or one nearly used up is admitted request by request, exactly.
 
 The bound: leases are counted in Redis when granted, so no more than the limit is
 admitted in any window (exactly as request by request). A lease a worker holds but does
@@ -21,6 +23,7 @@ is used or handed back (within ``IDLE`` seconds, or at the minute's end).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..limits import RateLimits, Scope, Window
 
@@ -30,10 +33,26 @@ LEAST = 4  # requests' worth: a smaller lease is not taken (admitted one by one)
 IDLE = 1.0  # seconds a lease may lie unused before it is handed back
 
 
+class Wants(NamedTuple):
+    """What a worker asks for on lease of a scope, and the least of each worth taking."""
+
+    requests: int
+    tokens: int
+    slots: int
+    least_requests: int
+    least_tokens: int
+    least_slots: int
+
+
+NO_WANTS = Wants(0, 0, 0, 0, 0, 0)
+
+
 class Lease:
-    """What a worker may still admit alone for one scope, in one clock minute."""
+    """What a worker may still admit alone for one scope: requests and tokens in one
+    clock minute, request slots while it holds them."""
 
     __slots__ = (
+        "busy",
         "last_used",
         "limits",
         "low_requests",
@@ -44,6 +63,7 @@ class Lease:
         "seen_requests",
         "seen_tokens",
         "since",
+        "slots",
         "tag",
         "taken_requests",
         "taken_tokens",
@@ -67,14 +87,18 @@ class Lease:
         self.low_requests = 0  # below these, top up (half the last lease)
         self.low_tokens = 0
         self.refilling = False
+        # Request slots leased (their names in the scope's parallel set), and how many
+        # of them requests hold now.
+        self.slots: list[str] = []
+        self.busy = 0
 
     def covers(self, minute: int, tokens: int) -> bool:
         rpm, tpm, max_parallel = self.limits
         return (
             self.minute == minute
-            and not max_parallel
             and (not rpm or self.requests >= 1)
             and (not tpm or self.tokens >= tokens)
+            and (not max_parallel or self.busy < len(self.slots))
         )
 
 
@@ -123,6 +147,8 @@ class LeaseBook:
             lease.requests -= 1
         if tpm:
             lease.tokens -= tokens
+        if scope.limits.max_parallel:
+            lease.busy += 1
         lease.taken_requests += 1
         lease.taken_tokens += tokens
         lease.last_used = now
@@ -133,11 +159,19 @@ class LeaseBook:
         refused the request, or the cache answered it)."""
         lease = self.leases.get(scope.id)
         if lease is not None:
-            rpm, tpm, _ = lease.limits
+            rpm, tpm, max_parallel = lease.limits
             lease.requests += 1 if rpm else 0
             lease.tokens += tokens if tpm else 0
+            lease.busy -= 1 if max_parallel else 0
             lease.taken_requests -= 1
             lease.taken_tokens -= tokens
+
+    def release(self, scope_id: str, now: float) -> None:
+        """A request admitted on a leased slot is over: the slot is free again."""
+        lease = self.leases.get(scope_id)
+        if lease is not None and lease.busy > 0:
+            lease.busy -= 1
+            lease.last_used = now
 
     def spend_allowed(self, key_id: str, period: str) -> bool:
         """Whether the key's budget slice lets a request through without asking Redis."""
@@ -150,10 +184,13 @@ class LeaseBook:
         lease = self.leases.get(scope.id)
         if lease is None or lease.refilling:
             return False
-        rpm, tpm, _ = lease.limits
+        rpm, tpm, max_parallel = lease.limits
         if (rpm and lease.low_requests and lease.requests < lease.low_requests) or (
             tpm and lease.low_tokens and lease.tokens < lease.low_tokens
         ):
+            return True
+        slots = len(lease.slots)
+        if max_parallel and slots and slots - lease.busy <= slots // 4:
             return True
         piece = self.slices.get(key_id) if key_id is not None else None
         return piece is not None and piece.money < piece.low
@@ -161,30 +198,34 @@ class LeaseBook:
     def leasing(self, scope_id: str) -> bool:
         """Whether the scope is leased (else admitted request by request)."""
         lease = self.leases.get(scope_id)
-        return lease is not None and bool(lease.low_requests or lease.low_tokens)
+        return lease is not None and bool(lease.low_requests or lease.low_tokens or lease.slots)
 
     # ------------------------------------------------------------ asking Redis
 
-    def wants(self, scope: Scope, tokens: int, now: float) -> tuple[int, int, int, int]:
-        """Requests and tokens to ask for on lease, and the least of each worth taking."""
+    def wants(self, scope: Scope, tokens: int, now: float) -> Wants:
+        """What to ask for on lease, and the least of each worth taking."""
         rpm, tpm, max_parallel = scope.limits
-        if max_parallel:  # slots are counted request by request
-            return 0, 0, 0, 0
         lease = self.leases.get(scope.id)
         if lease is None or lease.limits != scope.limits:
             lease = self.leases[scope.id] = Lease(scope.limits, scope.tag, now)
         if not lease.taken_requests:  # no traffic seen yet: no rate, no lease
-            return 0, 0, 0, 0
+            return NO_WANTS
         elapsed = max(now - lease.since, HORIZON)
-        want_requests = want_tokens = 0
+        want_requests = want_tokens = want_slots = least_tokens = 0
         if rpm:
             rate = lease.taken_requests / elapsed
             want_requests = max(math.ceil(rate * HORIZON), math.ceil(rpm * FLOOR))
         if tpm:
             per_request = tokens or (lease.taken_tokens // lease.taken_requests)
-            want_tokens = max(math.ceil(lease.taken_tokens / elapsed * HORIZON), tpm * FLOOR)
-            return want_requests, math.ceil(want_tokens), LEAST, LEAST * max(per_request, 1)
-        return want_requests, 0, LEAST, 0
+            want_tokens = math.ceil(max(lease.taken_tokens / elapsed * HORIZON, tpm * FLOOR))
+            least_tokens = LEAST * max(per_request, 1)
+        if max_parallel:  # twice what it holds: a window that grows with its traffic
+            want_slots = max(LEAST, len(lease.slots))
+        return Wants(want_requests, want_tokens, want_slots, LEAST, least_tokens, LEAST)
+
+    def new_slots(self, scope_id: str, worker: str, first: int, count: int) -> None:
+        """Redis leased ``count`` more request slots, numbered from ``first``."""
+        self.leases[scope_id].slots += [f"{worker}:{n}" for n in range(first, first + count)]
 
     def granted(
         self,
@@ -270,15 +311,18 @@ class LeaseBook:
 
     def idle(self, now: float, this_minute: int) -> tuple[list, list]:
         """Leases and slices to hand back: unused for ``IDLE`` seconds, or of a minute
-        that is over. ``([(scope tag, minute, requests, tokens)], [(key id, period, money)])``"""
+        that is over; request slots no request holds. ``([(scope tag, minute, requests,
+        tokens, slots)], [(key id, period, money)])``"""
         leases = []
         for lease in self.leases.values():
-            if (lease.requests or lease.tokens) and (
-                lease.minute != this_minute or now - lease.last_used >= IDLE
-            ):
-                leases.append((lease.tag, lease.minute, lease.requests, lease.tokens))
+            unused = now - lease.last_used >= IDLE
+            if (lease.requests or lease.tokens) and (lease.minute != this_minute or unused):
+                leases.append((lease.tag, lease.minute, lease.requests, lease.tokens, []))
                 lease.requests = lease.tokens = 0
                 lease.low_requests = lease.low_tokens = 0
+            if lease.slots and not lease.busy and unused:
+                leases.append((lease.tag, lease.minute, 0, 0, lease.slots))
+                lease.slots = []
         slices = []
         for key_id, piece in self.slices.items():
             if piece.money > 0 and now - piece.last_used >= IDLE:

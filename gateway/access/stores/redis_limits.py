@@ -21,12 +21,22 @@ from typing import Any
 from ..limits import PARALLEL_TTL, WINDOW, Refusal, Scope, Window, retry_after
 from . import Budget, StoreUnavailable, Ticket, Verdict
 from .leases import LeaseBook
-from .redis_scripts import DELTA, LEASE, SPEND_KEEP, delta_keys, lease_keys
+from .redis_scripts import (
+    DELTA,
+    KEEP,
+    LEASE,
+    SLOT_TTL,
+    SPEND_KEEP,
+    delta_keys,
+    lease_keys,
+)
 
 logger = logging.getLogger("gateway")
 
 FLUSH_EVERY = 0.1  # seconds between two sends of what leased scopes settled
+KEEP_EVERY = SLOT_TTL / 3  # seconds between two renewals of a worker's leased slots
 MAX_SLOTS_PER_CALL = 500  # request slots ended, per DELTA call
+SLOT_NUMBER = 21  # where a LEASE call's arguments say its first slot's number
 
 Call = tuple[str, list[str], list[Any]]
 Scripts = Callable[[list[Call], list[tuple[str, str]]], Awaitable[list[Any]]]
@@ -53,6 +63,7 @@ class LeasedLimits:
         self._sums: dict[tuple[str, int, str | None], _Sums] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._tending: asyncio.Task[None] | None = None
+        self._next_slot = 0
 
     def start(self) -> None:
         self._tending = asyncio.get_running_loop().create_task(self._tend())
@@ -85,6 +96,7 @@ class LeasedLimits:
             return None
         this_minute = int(now // WINDOW)
         window = None
+        leased: tuple[str, ...] = ()
         for position, scope in enumerate(scopes):
             seen = book.take(scope, this_minute, tokens, now)
             if seen is None:
@@ -93,10 +105,14 @@ class LeasedLimits:
                 return None
             if window is None:
                 window = seen
+            if scope.limits.max_parallel:
+                leased += (scope.id,)
             scope_budget = budget if position == 0 else None
             if book.low(scope, scope_budget.key_id if scope_budget is not None else None):
                 self._top_up(scope, scope_budget)
-        return Verdict(Ticket(request_id, this_minute, scopes, tokens, budget), window=window)
+        ticket = Ticket(request_id, this_minute, scopes, tokens, budget)
+        ticket.leased = leased
+        return Verdict(ticket, window=window)
 
     async def admit(
         self,
@@ -141,7 +157,7 @@ class LeasedLimits:
         admitted: list[Scope] = []
         refusal = None
         window = taken.get(0)
-        for position, result in zip(asked, results, strict=False):
+        for position, call, result in zip(asked, calls, results, strict=False):
             scope = scopes[position]
             reason = result[0].decode()
             counts = result[1]
@@ -155,7 +171,7 @@ class LeasedLimits:
                     refusal = self._refusal(scope, reason, counts, tokens, budget, now)
                 continue
             admitted.append(scope)
-            self._granted(scope, this_minute, result, used_r, used_t, 1, tokens, now)
+            self._granted(scope, this_minute, result, used_r, used_t, 1, tokens, now, call)
             if position == 0 and budget is not None and not sliced:
                 self._sliced(budget, float(result[4]), now)
         ticket = Ticket(request_id, this_minute, (), tokens, None)
@@ -174,6 +190,9 @@ class LeasedLimits:
         else:
             ticket.scopes = scopes
             ticket.budget = budget
+            ticket.leased = tuple(
+                scopes[position].id for position in taken if scopes[position].limits.max_parallel
+            )
         return Verdict(ticket, refusal, window, cached or None)
 
     def _lease(
@@ -189,7 +208,7 @@ class LeasedLimits:
     ) -> Call:
         """The LEASE call of a scope: a request (``need``) and what to lease with it."""
         rpm, tpm, max_parallel = scope.limits
-        want_r, want_t, least_r, least_t = self.book.wants(scope, tokens, now)
+        wants = self.book.wants(scope, tokens, now)
         want_m = least_m = 0.0
         keep = 0
         if budget is not None:
@@ -209,16 +228,27 @@ class LeasedLimits:
             repr(budget.amount) if budget is not None else -1,
             repr(now + PARALLEL_TTL),
             self.worker,
-            want_r,
-            want_t,
+            wants.requests,
+            wants.tokens,
             repr(want_m),
-            least_r,
-            least_t,
+            wants.least_requests,
+            wants.least_tokens,
             repr(least_m),
             keep,
+            wants.slots,
+            wants.least_slots,
+            repr(now + SLOT_TTL),
+            self._number_slots(wants.slots),
         ]
         period = budget.period if budget is not None else None
         return LEASE, lease_keys(scope, this_minute, period), args
+
+    def _number_slots(self, count: int) -> int:
+        """The first of ``count`` numbers for slots asked on lease, never given twice:
+        calls in flight at once each name theirs."""
+        first = self._next_slot
+        self._next_slot += count
+        return first
 
     def _granted(
         self,
@@ -230,6 +260,7 @@ class LeasedLimits:
         need: int,
         tokens: int,
         now: float,
+        call: Call,
     ) -> None:
         """Add what Redis leased with an admission of ``need`` requests of ``tokens``
         (or a top-up: none) to the scope's lease."""
@@ -249,6 +280,9 @@ class LeasedLimits:
             sums = self._add(scope.tag, minute, None)
             sums.requests -= requests
             sums.tokens -= leased_tokens
+        if len(result) > 5 and int(result[5]):
+            first = int(call[2][SLOT_NUMBER])  # as the call named them
+            self.book.new_slots(scope.id, self.worker, first, int(result[5]))
 
     def _sliced(self, budget: Budget, money: float, now: float) -> None:
         old = self.book.sliced(budget.key_id, budget.period, money, now)
@@ -294,7 +328,7 @@ class LeasedLimits:
             previous_r, current_r, previous_t, current_t = (float(c) for c in counts[:4])
             used_r = previous_r * weight + current_r
             used_t = previous_t * weight + current_t
-            self._granted(scope, this_minute, result, used_r, used_t, 0, 0, now)
+            self._granted(scope, this_minute, result, used_r, used_t, 0, 0, now, call)
             if budget is not None:
                 self._sliced(budget, float(result[4]), now)
         except StoreUnavailable:
@@ -313,20 +347,24 @@ class LeasedLimits:
             return
         book = self.book
         urgent = False
+        now = time.time()
         for scope in ticket.scopes:
             _, tpm, max_parallel = scope.limits
             adjustment = (tokens or 0) - ticket.tokens if tpm else 0
-            if adjustment or refund or max_parallel:
+            slot = max_parallel and scope.id not in ticket.leased  # the request's own
+            if max_parallel and not slot:
+                book.release(scope.id, now)  # a leased slot: free again here, no I/O
+            if adjustment or refund or slot:
                 sums = self._add(scope.tag, ticket.minute, None)
                 sums.tokens += adjustment
                 sums.requests -= 1 if refund else 0
-                if max_parallel:
+                if slot:
                     sums.slots.append(ticket.request_id)
                 # Admitted one by one: the next admission must see this.
-                urgent = urgent or max_parallel or not book.leasing(scope.id)
+                urgent = urgent or slot or not book.leasing(scope.id)
         budget = ticket.budget
         if budget is not None and cost:
-            uncovered = book.charge(budget.key_id, budget.period, cost, time.time())
+            uncovered = book.charge(budget.key_id, budget.period, cost, now)
             if uncovered:
                 sums = self._add(f"k:{budget.key_id}", ticket.minute, budget.period)
                 sums.money += uncovered
@@ -345,10 +383,11 @@ class LeasedLimits:
         return sums
 
     def _hand_back(self, leases: list, slices: list) -> None:
-        for tag, minute, requests, tokens in leases:
+        for tag, minute, requests, tokens, slots in leases:
             sums = self._add(tag, minute, None)
             sums.requests -= requests
             sums.tokens -= tokens
+            sums.slots += slots
         for key_id, period, money in slices:
             self._add(f"k:{key_id}", 0, period).money -= money
 
@@ -357,13 +396,33 @@ class LeasedLimits:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _tend(self) -> None:
-        """Every FLUSH_EVERY: hand back what lies unused, send what was settled."""
+        """Every FLUSH_EVERY: hand back what lies unused, send what was settled; every
+        KEEP_EVERY, keep the leased request slots alive in Redis."""
+        kept = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             now = time.time()
             self._hand_back(*self.book.idle(now, int(now // WINDOW)))
             if self._sums:
                 self._send_soon()
+            if time.monotonic() - kept >= KEEP_EVERY:
+                kept = time.monotonic()
+                asyncio.get_running_loop().create_task(self._keep_slots(now))
+
+    async def _keep_slots(self, now: float) -> None:
+        leases = [lease for lease in self.book.leases.values() if lease.slots]
+        calls = [
+            (KEEP, [f"gw:{{{lease.tag}}}:p"], [repr(now + SLOT_TTL), *lease.slots])
+            for lease in leases
+        ]
+        try:
+            results = await self._scripts(calls, [])
+        except StoreUnavailable:
+            return  # kept at the next turn, or expired: then counted on no more (below)
+        for lease, gone in zip(leases, results, strict=True):
+            if gone:  # expired while this worker was cut off from Redis
+                lost = {name.decode() for name in gone}
+                lease.slots = [name for name in lease.slots if name not in lost]
 
     async def _flush(self) -> None:
         """Send what is summed — every request settled meanwhile — in one round trip."""
