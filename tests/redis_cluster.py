@@ -32,46 +32,16 @@ def _free_pair() -> int:
 
 
 class ClusterNode(RedisServer):
-    def start(self) -> ClusterNode:  # type: ignore[override]
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed: `make test` installs it (apt-get)"
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{self.port}.conf",
-                "--cluster-node-timeout",
-                "1000",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    @property
+    def extra_arguments(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{self.port}.conf",
+            "--cluster-node-timeout",
+            "1000",  # ms: a replica takes over within seconds
         )
-        self.wait_ready()
-        return self
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.command("PING").startswith(b"+PONG"):
-                    return
-            except OSError:
-                pass
-            assert self.process is not None and self.process.poll() is None, "node exited"
-            assert time.monotonic() < deadline, "a cluster node did not start"
-            time.sleep(0.05)
 
     def info(self) -> str:
         return self.command("CLUSTER", "INFO").decode(errors="replace")

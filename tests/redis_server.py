@@ -16,6 +16,8 @@ from tests.gateway_process import free_port
 
 
 class RedisServer:
+    extra_arguments: tuple[str, ...] = ()  # a cluster node's, say
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.port = free_port()
@@ -41,6 +43,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.extra_arguments,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

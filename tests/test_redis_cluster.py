@@ -5,17 +5,15 @@ replica has taken over, limits hold again."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import start_gateway, upstream_env
-from tests.gateway_process import ROOT, GatewayProcess, clean_environ
+from tests.gateway_process import GatewayProcess
 from tests.redis_cluster import ClusterNode, RedisCluster
-from tests.test_shared_state import chat, created_secret, sha
+from tests.test_shared_state import chat, created_secret, keys_command, sha
 from tests.upstream import Upstream
 
 NAMES = ("red", "green", "blue", "wide", "after")
@@ -70,17 +68,7 @@ def within_one_minute(needed: float) -> None:
 
 def cluster_keys(cluster: RedisCluster, *args: str) -> str:
     """The key command, on the cluster."""
-    env = {**clean_environ(), "GATEWAY_REDIS_URL": cluster.url, "GATEWAY_REDIS_CLUSTER": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return keys_command(cluster, *args, GATEWAY_REDIS_CLUSTER="true")  # type: ignore[arg-type]
 
 
 def counted(node: ClusterNode, name: str) -> int:

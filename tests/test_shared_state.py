@@ -44,8 +44,8 @@ def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def keys_command(redis: RedisServer, *args: str, config: str | None = None) -> str:
-    env = {**clean_environ(), "GATEWAY_REDIS_URL": redis.url}
+def keys_command(redis: RedisServer, *args: str, config: str | None = None, **settings: str) -> str:
+    env = {**clean_environ(), "GATEWAY_REDIS_URL": redis.url, **settings}
     if config:
         env["GATEWAY_CONFIG"] = config
     result = subprocess.run(

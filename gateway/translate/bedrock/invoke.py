@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 import msgspec
 
@@ -150,16 +151,7 @@ class InvokeStream(MessagesStream):
         self._decoder = EventStreamDecoder()
 
     def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        for headers, payload in self._decoder.feed(data):
-            if self.finished or self.failure is not None:
-                break
-            event = unwrap(headers, payload)
-            if isinstance(event, bytes):
-                self._event(event, out)
-            elif event is not None:
-                self.failure = event
-        return b"".join(out)
+        return _feed_chunks(self, data)
 
     def finish(self) -> bytes:
         return b""  # a message cut short is no event: complete says the stream broke
@@ -193,16 +185,7 @@ class MessagesReframe:
         return self.finished or self.failure is not None
 
     def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        for headers, payload in self._decoder.feed(data):
-            if self.finished or self.failure is not None:
-                break
-            event = unwrap(headers, payload)
-            if isinstance(event, bytes):
-                self._event(event, out)
-            elif event is not None:
-                self.failure = event
-        return b"".join(out)
+        return _feed_chunks(self, data)
 
     def finish(self) -> bytes:
         return b""
@@ -236,3 +219,19 @@ class MessagesReframe:
         late = event.usage if event.type == "message_delta" else None
         if self._start is not None or late is not None:
             self.usage = usage_of(merged(self._start or WireUsage(), late))
+
+
+def _feed_chunks(reader: Any, data: bytes) -> bytes:
+    """What a read brought, through a reader of chunk messages (``_decoder``, ``_event``,
+    ``finished``, ``failure``): each whole message's Anthropic event handled in turn, an
+    exception message taken as the failure; nothing after the end or a failure."""
+    out: list[bytes] = []
+    for headers, payload in reader._decoder.feed(data):
+        if reader.finished or reader.failure is not None:
+            break
+        event = unwrap(headers, payload)
+        if isinstance(event, bytes):
+            reader._event(event, out)
+        elif event is not None:
+            reader.failure = event
+    return b"".join(out)
