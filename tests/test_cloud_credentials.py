@@ -382,6 +382,12 @@ def test_serving_without_the_extras_imports_neither(tmp_path):
         ('type = "azure"\nresource = "r"\nentra = "client_secret"', "needs tenant_id"),
         ('type = "azure"\nresource = "r"\nentra = "default"\napi_key = "k"', "one credential"),
         ('type = "azure"\nresource = "r"\ntenant_id = "t"', "go with entra"),
+        ('type = "azure"\nresource = "r"\ndisable_instance_discovery = true', "go with entra"),
+        (
+            'type = "azure"\nresource = "r"\nentra = "managed_identity"\n'
+            "disable_instance_discovery = true",
+            'disable_instance_discovery goes with entra = "client_secret" or "default"',
+        ),
     ],
 )
 def test_credential_settings_that_do_not_go_together(tmp_path, table, problem):

@@ -59,6 +59,7 @@ class AzureSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     client_id: str | None = None  # the app's, or a user-assigned managed identity's
     client_secret_env: str | None = None  # client_secret: the variable holding it
     authority: str | None = None  # another cloud's login host: login.microsoftonline.us
+    disable_instance_discovery: bool = False  # for an authority Microsoft does not know
     deployments: dict[str, str] = {}  # model -> deployment name, where they differ
     headers: dict[str, str] = {}
     responses: bool | None = None  # unset: the v1 API serves the Responses API, classic not
@@ -175,10 +176,13 @@ def _token_source(
     static = secret(settings.entra_token, settings.entra_token_env, environ)
     named = (settings.tenant_id, settings.client_id, settings.client_secret_env, settings.authority)
     if settings.entra is None:
-        if any(named):
-            raise ValueError("tenant_id, client_id, client_secret_env, authority go with entra")
+        if any(named) or settings.disable_instance_discovery:
+            raise ValueError(
+                "tenant_id, client_id, client_secret_env, authority, disable_instance_discovery "
+                "go with entra"
+            )
         return StaticToken(static) if static else None
     if static or settings.api_key or settings.api_key_env:
         raise ValueError("give one credential: api_key, entra_token or entra")
-    entra = EntraSettings(settings.entra, *named)
+    entra = EntraSettings(settings.entra, *named, settings.disable_instance_discovery)
     return AzureIdentity(name, entra_credential(entra, environ))

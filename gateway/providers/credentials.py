@@ -257,6 +257,9 @@ class EntraSettings(NamedTuple):
     client_id: str | None = None
     client_secret_env: str | None = None
     authority: str | None = None  # another cloud's login host: login.microsoftonline.us
+    # MSAL's check of an unknown authority at login.microsoftonline.com, off (Azure Stack,
+    # a private cloud): client_secret and default only, the credentials MSAL serves
+    disable_instance_discovery: bool = False
 
 
 def entra_credential(settings: EntraSettings, environ: Mapping[str, str]) -> Any:
@@ -268,6 +271,12 @@ def entra_credential(settings: EntraSettings, environ: Mapping[str, str]) -> Any
     except ImportError:
         raise ValueError(needs_extra(f'entra = "{settings.kind}"', "azure")) from None
     options: dict[str, Any] = {"authority": settings.authority} if settings.authority else {}
+    if settings.disable_instance_discovery:
+        if settings.kind not in ("client_secret", "default"):
+            raise ValueError(
+                'disable_instance_discovery goes with entra = "client_secret" or "default"'
+            )
+        options["disable_instance_discovery"] = True
     if settings.kind == "client_secret":
         if not (settings.tenant_id and settings.client_id and settings.client_secret_env):
             raise ValueError(
