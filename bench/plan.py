@@ -7,7 +7,19 @@ import sys
 from dataclasses import dataclass
 from typing import TypeVar
 
-ALL_SCENARIOS = ("chat", "stream", "chat-hooks", "stream-hooks", "light", "ttfb", "open-streams")
+ALL_SCENARIOS = (
+    "chat",
+    "stream",
+    "chat-hooks",
+    "stream-hooks",
+    "chat-keys",
+    "stream-keys",
+    "light",
+    "ttfb",
+    "open-streams",
+)
+# A virtual key with limits (bench/keys.toml), counted in memory and on a redis-server.
+KEY_TARGETS = ("keys-memory", "keys-redis")
 T = TypeVar("T", int, float)
 
 
@@ -107,6 +119,9 @@ def scenarios(settings: Settings) -> list[Scenario]:
         "stream-hooks": Scenario(
             "stream-hooks", "stream", users, per_user, ("gateway",), d, users, hooks=True
         ),
+        # The same key's limits in each worker's memory, then shared through Redis.
+        "chat-keys": Scenario("chat-keys", "chat", users, per_user, KEY_TARGETS, d, users),
+        "stream-keys": Scenario("stream-keys", "stream", users, per_user, KEY_TARGETS, d, users),
         # One user, requests one after another: latency with no queueing inside locust.
         "light": Scenario("light", "chat", 1, settings.light_rps, ALL_TARGETS, d, 1),
         # Ten users spawned 0.1 s apart, each opening a one-second stream every second.

@@ -9,6 +9,8 @@ import statistics
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from bench.plan import KEY_TARGETS
+
 if TYPE_CHECKING:
     from bench.plan import Run, Settings
 
@@ -81,10 +83,20 @@ def report(runs: list[Run], settings: Settings, target_cores: str, load_cores: s
     for scenario in scenarios:
         if scenario.endswith(":open-streams"):
             continue
-        for target in ("direct", "ceiling", "gateway"):
+        for target in ("direct", "ceiling", "gateway", *KEY_TARGETS):
             if group := by_key.get((scenario, target)):
                 lines.append(_row(scenario, target, group))
     checks: list[str] = []
+    for scenario in scenarios:
+        memory, redis = (by_key.get((scenario, target)) for target in KEY_TARGETS)
+        if memory and redis:
+            ratio = _median(r.rps for r in redis) / _median(r.rps for r in memory)
+            cpu = _median(r.cpu_us for r in redis) / _median(r.cpu_us for r in memory)
+            mark = "✓" if ratio >= 0.9 else "✗"
+            checks.append(
+                f"- {mark} {scenario}: keys on Redis {ratio:.3f}× the req/s of keys in memory "
+                f"(target ≥ 0.9), CPU per request {cpu:.3f}×"
+            )
     lines += [
         "",
         "## Ratios, and latency added over direct",

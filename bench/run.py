@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from bench.plan import Run, Scenario, Settings, scenarios
+from bench.harness import KEYS_CONFIG
+from bench.plan import KEY_TARGETS, Run, Scenario, Settings, scenarios
 from bench.processes import PYTHON, ROOT, MemoryWatch, Process, free_port, pinned, wait_listening
 
 
@@ -88,7 +90,15 @@ class Bench:
             "GATEWAY_API_KEYS": "bench-key",
             "GATEWAY_HOOKS": "bench.hooks:TagRequest,bench.hooks:CountEvents",
         }
-        for name, extra in (("gateway", {}), ("gateway-hooks", hooked)):
+        variants: list[tuple[str, dict[str, str]]] = [("gateway", {}), ("gateway-hooks", hooked)]
+        if any(set(s.targets) & set(KEY_TARGETS) for s in scenarios(self.settings)):
+            keys = {"GATEWAY_CONFIG": KEYS_CONFIG}
+            redis_url = self.start_redis()
+            variants += [
+                ("keys-memory", keys),
+                ("keys-redis", {**keys, "GATEWAY_REDIS_URL": redis_url}),
+            ]
+        for name, extra in variants:
             port = free_port()
             process = self.start(
                 f"{name}-{server}",
@@ -99,6 +109,20 @@ class Bench:
             )
             targets[name] = (process, f"http://127.0.0.1:{port}")
         return targets
+
+    def start_redis(self) -> str:
+        """A redis-server for the keys-on-Redis target (beside the mock: shared
+        infrastructure, as the upstream is), its URL."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (make test installs it)")
+        port = free_port()
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no"]
+        redis = Process("redis", command, self.load_cores, self.env(), self.results / "redis.log")
+        self.processes.append(redis)
+        wait_listening(port, redis)
+        return f"redis://127.0.0.1:{port}/0"
 
     def locust(
         self, scenario: Scenario, target: str, url: str, process: Process, round_: int, server: str
