@@ -97,14 +97,15 @@ def report(runs: list[Run], settings: Settings, target_cores: str, load_cores: s
                 f"- {mark} {scenario}: keys on Redis {ratio:.3f}× the req/s of keys in memory "
                 f"(target ≥ 0.9), CPU per request {cpu:.3f}×"
             )
-    lines += [
-        "",
-        "## Ratios, and latency added over direct",
-        "",
-        "| scenario | capacity gateway/ceiling | CPU gateway/ceiling | req/s gateway/ceiling "
-        "| req/s gateway/direct | +p50: gateway (ceiling) | +p99: gateway (ceiling) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    if any((scenario, "gateway") in by_key for scenario in scenarios):
+        lines += [
+            "",
+            "## Ratios, and latency added over direct",
+            "",
+            "| scenario | capacity gateway/ceiling | CPU gateway/ceiling | req/s gateway/ceiling "
+            "| req/s gateway/direct | +p50: gateway (ceiling) | +p99: gateway (ceiling) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for scenario in scenarios:
         server, name = scenario.split(":", 1)
         base = f"{server}:{BASE.get(name, name)}"
