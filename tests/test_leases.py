@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gateway.access.limits import RateLimits, Scope
-from gateway.access.stores.leases import IDLE, LEAST, NO_WANTS, LeaseBook
+from gateway.access.stores.leases import FORGET, IDLE, LEAST, NO_WANTS, LeaseBook
 from tests.conftest import start_gateway, upstream_env
 from tests.gateway_process import GatewayProcess, raw_request
 from tests.redis_server import RedisServer
@@ -209,6 +209,9 @@ def test_idle_leases_and_other_minutes_are_handed_back():
     book.granted(scope, 1, 8, 0, 9.0, 0.0, 1, 0, 62.0)
     assert book.granted(scope, 2, 5, 0, 6.0, 0.0, 1, 0, 120.0) == [(1, 8, 0)]
     assert book.idle(120.1, 3) == ([("k:k", 2, 5, 0, [])], [])
+    book.charge("k", "d1", 0.5, 120.0)
+    book.idle(120.0 + FORGET, 3)  # a scope and a budget unused this long are forgotten
+    assert book.leases == {} and book.slices == {}
 
 
 def test_a_budget_slice_covers_costs_and_the_rest_goes_to_redis():

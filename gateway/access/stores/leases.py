@@ -31,6 +31,7 @@ HORIZON = 0.1  # seconds of a worker's own traffic a lease covers
 FLOOR = 1 / 1000  # a lease is at least this fraction of the limit (when that is fair)
 LEAST = 4  # requests' worth: a smaller lease is not taken (admitted one by one)
 IDLE = 1.0  # seconds a lease may lie unused before it is handed back
+FORGET = 300.0  # seconds after which a scope unused is forgotten (its rate too): bounded
 
 
 class Wants(NamedTuple):
@@ -314,8 +315,11 @@ class LeaseBook:
         that is over; request slots no request holds. ``([(scope tag, minute, requests,
         tokens, slots)], [(key id, period, money)])``"""
         leases = []
-        for lease in self.leases.values():
+        forgotten = []
+        for scope_id, lease in self.leases.items():
             unused = now - lease.last_used >= IDLE
+            if now - lease.last_used >= FORGET and not (lease.busy or lease.refilling):
+                forgotten.append(scope_id)  # (handed back below, then forgotten)
             if (lease.requests or lease.tokens) and (lease.minute != this_minute or unused):
                 leases.append((lease.tag, lease.minute, lease.requests, lease.tokens, []))
                 lease.requests = lease.tokens = 0
@@ -323,11 +327,15 @@ class LeaseBook:
             if lease.slots and not lease.busy and unused:
                 leases.append((lease.tag, lease.minute, 0, 0, lease.slots))
                 lease.slots = []
+        for scope_id in forgotten:
+            del self.leases[scope_id]
         slices = []
-        for key_id, piece in self.slices.items():
+        for key_id, piece in list(self.slices.items()):
             if piece.money > 0 and now - piece.last_used >= IDLE:
                 slices.append((key_id, piece.period, piece.money))
                 piece.money = piece.low = 0.0
+            if now - piece.last_used >= FORGET:
+                del self.slices[key_id]
         return leases, slices
 
     def everything(self) -> tuple[list, list]:
