@@ -3,7 +3,10 @@
 It checks every request's SigV4 signature as AWS does — recomputed with botocore from the
 method, the path as sent, the signed headers and the body, with the secret of the access
 key the request names — and answers 403 ``InvalidSignatureException`` (or
-``UnrecognizedClientException`` for a key it does not know) otherwise. It answers
+``UnrecognizedClientException`` for a key it does not know, ``ExpiredTokenException``
+for one whose session has expired) otherwise. It knows the keys of ``KEYS``, never
+expiring, and those a test adds to ``keys`` (with their ends in ``expiries``: a fake
+credentials endpoint's, tests/test_bedrock_credentials.py). It answers
 ``POST /model/{modelId}/converse`` with a ConverseResponse and ``/converse-stream`` with
 an event stream (binary framing, built with ``gateway.translate.bedrock.eventstream``),
 scripted by the model id:
@@ -42,6 +45,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,12 +106,21 @@ class Recorded:
         return json.loads(self.body)
 
 
-def signature_problem(method: str, url: str, headers: dict[str, str], body: bytes) -> str | None:
-    """Why the request's SigV4 signature is not valid (as AWS would say), or ``None``."""
+def signature_problem(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    keys: Mapping[str, tuple[str, str | None]] = KEYS,
+    expiries: Mapping[str, float] | None = None,
+) -> str | None:
+    """Why the request's SigV4 signature is not valid (as AWS would say), or ``None``:
+    ``keys`` are the access keys known (their secrets and session tokens), ``expiries``
+    when (``time.time()``) the sessions of those that expire end."""
     match = _AUTHORIZATION.fullmatch(headers.get("authorization", ""))
     if match is None:
         return "Authorization header requires a valid AWS4-HMAC-SHA256 signature."
-    known = KEYS.get(match["key"])
+    known = keys.get(match["key"])
     if known is None:
         return "UNKNOWN:The security token included in the request is invalid."
     secret, token = known
@@ -122,6 +135,9 @@ def signature_problem(method: str, url: str, headers: dict[str, str], body: byte
         return "Signature expired: the request's date is not within 5 minutes of now."
     if token is not None and headers.get("x-amz-security-token") != token:
         return "UNKNOWN:The security token included in the request is invalid."
+    ends = (expiries or {}).get(match["key"])
+    if ends is not None and time.time() >= ends:
+        return "EXPIRED:The security token included in the request is expired"
     signed = match["signed"].split(";")
     if "host" not in signed or any(name not in headers for name in signed):
         return "The request signature we calculated does not match the signature you provided."
@@ -229,10 +245,15 @@ class FakeBedrock(ThreadedServer):
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    # access key -> (secret, session token): KEYS, and those a test adds
+    keys: dict[str, tuple[str, str | None]] = field(default_factory=lambda: dict(KEYS))
+    expiries: dict[str, float] = field(default_factory=dict)  # access key -> its session's end
+    refused: list[str] = field(default_factory=list)  # why each refused request was
 
     def clear(self) -> None:
         self.requests.clear()
         self.counts.clear()
+        self.refused.clear()
 
     def last(self) -> Recorded:
         return self.requests[-1]
@@ -248,12 +269,15 @@ class FakeBedrock(ThreadedServer):
         )
         model = unquote(match[1]) if match else ""
         self.requests.append(Recorded(request.method, raw_path, model, headers, body))
-        problem = signature_problem(
-            request.method, f"http://{headers.get('host', '')}{raw_path}", headers, body
-        )
+        url = f"http://{headers.get('host', '')}{raw_path}"
+        problem = signature_problem(request.method, url, headers, body, self.keys, self.expiries)
         if problem is not None:
+            key = _AUTHORIZATION.fullmatch(headers.get("authorization", ""))
+            self.refused.append(f"{key['key'] if key else None}: {problem}")
             if problem.startswith("UNKNOWN:"):
                 return aws_error(403, "UnrecognizedClientException", problem[8:])
+            if problem.startswith("EXPIRED:"):
+                return aws_error(403, "ExpiredTokenException", problem[8:])
             return aws_error(403, "InvalidSignatureException", problem)
         if match is None or request.method != "POST":
             return aws_error(404, "UnknownOperationException", f"no operation {raw_path}")

@@ -377,7 +377,13 @@ class BedrockProvider(HTTPProvider):
         if isinstance(credentials, self._aws.RefreshableCredentials) and (
             credentials.refresh_needed()
         ):
-            return await asyncio.to_thread(credentials.get_frozen_credentials)
+            try:
+                return await asyncio.to_thread(credentials.get_frozen_credentials)
+            except Exception as exc:  # botocore's: a refresh that failed when it had to be
+                raise UpstreamUnavailableError(
+                    f"upstream '{self.name}' has no valid AWS credentials "
+                    f"(refreshing them failed: {exc})"
+                ) from exc
         return credentials.get_frozen_credentials()
 
     async def _resolve(self) -> Any:
