@@ -149,6 +149,11 @@ TARGET_RATIOS: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {
     ("stream", "gateway"): (1.15, None),
     ("stream-hooks", "gateway-hooks"): (1.5, None),
     ("responses-stream", "gateway-responses"): (1.05, ("stream", "gateway")),
+    # A key's limits: in memory against none; on Redis (leases) against in memory.
+    ("chat", "gateway-keys"): (1.07, ("chat", "gateway")),
+    ("stream", "gateway-keys"): (1.07, ("stream", "gateway")),
+    ("chat", "gateway-redis"): (1.10, ("chat", "gateway-keys")),
+    ("stream", "gateway-redis"): (1.10, ("stream", "gateway-keys")),
 }
 
 # Figures shown beside another's, without a target: the Responses stream translated from
