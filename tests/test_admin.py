@@ -33,17 +33,21 @@ def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_config(directory: Path) -> Path:
     """Two keys of two teams, and prices for the two models the mock answers."""
     lines = ["[prices]"]
     lines += [f'"{m}" = {{ input = {i}, output = {o} }}' for m, (i, o) in PRICES.items()]
     for key_id, secret in SECRETS.items():
         lines += [f"[keys.{key_id}]", f'secret_sha256 = "{sha(secret)}"']
         lines.append(f'team = "{TEAMS[key_id]}"')
-    path = tmp_path_factory.mktemp("admin") / "gateway.toml"
+    path = directory / "gateway.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_config(tmp_path_factory.mktemp("admin"))
 
 
 def env(config: Path, **extra: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import test_admin as admin_api
 from tests.conftest import start_gateway, upstream_env
 from tests.gateway_process import GatewayProcess
 from tests.redis_cluster import ClusterNode, RedisCluster
@@ -112,6 +113,18 @@ def test_keys_budgets_cache_and_revocation_on_the_cluster(pair, cluster):
     for gateway in pair:
         revoked = chat(gateway, cacher)
         assert revoked.status == 401 and "revoked" in revoked.json()["error"]["message"]
+
+
+def test_the_spend_ledger_on_the_cluster(cluster, tmp_path_factory):
+    """Two gateways' admin APIs read one ledger, flushed to the cluster's slots."""
+    config = admin_api.write_config(tmp_path_factory.mktemp("ledger"))
+    settings = admin_api.env(config, GATEWAY_REDIS_URL=cluster.url, GATEWAY_REDIS_CLUSTER="true")
+    gateways = [start_gateway(tmp_path_factory, "granian", settings) for _ in range(2)]
+    try:
+        admin_api.assert_ledger_sums(gateways, admin_api.traffic(gateways))
+    finally:
+        for gateway in gateways:
+            gateway.stop()
 
 
 def test_a_primary_killed_requests_go_on_and_limits_hold_after_failover(pair, cluster):
