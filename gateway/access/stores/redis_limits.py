@@ -161,9 +161,7 @@ class LeasedLimits:
             scope = scopes[position]
             reason = result[0].decode()
             counts = result[1]
-            previous_r, current_r, previous_t, current_t = (float(c) for c in counts[:4])
-            used_r = previous_r * weight + current_r
-            used_t = previous_t * weight + current_t
+            used_r, used_t = _used(counts, weight)
             if position == 0:  # the first scope's counts (before this request) for headers
                 window = Window.of(scope.limits, used_r, used_t, tokens, not reason, now)
             if reason:
@@ -324,10 +322,7 @@ class LeasedLimits:
             weight = 1.0 - (now % WINDOW) / WINDOW
             call = self._lease(scope, this_minute, weight, now, 0, 0, "", budget)
             [result] = await self._scripts([call], [])
-            counts = result[1]
-            previous_r, current_r, previous_t, current_t = (float(c) for c in counts[:4])
-            used_r = previous_r * weight + current_r
-            used_t = previous_t * weight + current_t
+            used_r, used_t = _used(result[1], weight)
             self._granted(scope, this_minute, result, used_r, used_t, 0, 0, now, call)
             if budget is not None:
                 self._sliced(budget, float(result[4]), now)
@@ -447,3 +442,10 @@ class LeasedLimits:
                 await self._scripts(calls, [])
             except StoreUnavailable:
                 logger.debug("dropped %d settlements: Redis is unavailable", len(sums))
+
+
+def _used(counts: list[bytes], weight: float) -> tuple[float, float]:
+    """A LEASE reply's sliding counts: requests and tokens used before it, the previous
+    minute's weighted."""
+    previous_r, current_r, previous_t, current_t = (float(c) for c in counts[:4])
+    return previous_r * weight + current_r, previous_t * weight + current_t
