@@ -165,19 +165,67 @@ async def test_a_hook_may_refuse_with_a_gateway_error(upstream):
     assert upstream.requests == []
 
 
-async def test_a_chunk_hook_failure_ends_the_stream_with_an_error_event(upstream):
+async def pushed(response) -> bytes:
+    """A stream as Granian's adapter takes it: written by the relay's pump."""
+    chunks: list[bytes] = []
+
+    async def send(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await response.send_to(send)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("read", [body_of, pushed], ids=["iterated", "pushed"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_a_chunk_hook_failure_ends_the_stream_with_an_error_event(upstream, read, kind):
     class Breaks:
         def on_chunk(self, ctx, event):
             if b"tok2" in event.raw:
                 raise RuntimeError("boom")
 
-    async with Gateway(provider(upstream), hooks=[Breaks()]) as gateway:
+    class BreaksLater:
+        async def on_chunk(self, ctx, event):
+            Breaks.on_chunk(self, ctx, event)
+
+    hook = Breaks() if kind == "plain" else BreaksLater()
+    async with Gateway(provider(upstream), hooks=[hook]) as gateway:
         response = await gateway.handle(chat_request("sse:4", stream=True))
-        body = await body_of(response)
+        body = await read(response)
     events = [e for e in body.split(b"\n\n") if e]
     assert b"tok0" in events[0] and b"tok1" in events[1]
     assert json.loads(events[-1][6:])["error"]["code"] == "internal_error"
     assert b"[DONE]" not in body
+
+
+@pytest.mark.parametrize("read", [body_of, pushed], ids=["iterated", "pushed"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_chunk_hooks_see_whole_events_of_reads_split_anywhere(upstream, read, kind):
+    """Reads cut mid-line and mid-blank-line: each hook sees whole events, in order, and
+    the client gets every event, edited, whole (by the relay's own filter for plain
+    hooks, by a generator for async ones; pulled or pushed alike)."""
+    seen: list[bytes] = []
+
+    class Upper:
+        def on_chunk(self, ctx, event):
+            seen.append(event.raw)
+            if event.data is not None and not event.is_done:
+                event.data = event.data.replace(b"part", b"PART")
+
+    class UpperLater:
+        async def on_chunk(self, ctx, event):
+            Upper.on_chunk(self, ctx, event)
+
+    hook = Upper() if kind == "plain" else UpperLater()
+    async with Gateway(provider(upstream), hooks=[hook]) as gateway:
+        response = await gateway.handle(chat_request("sse-split:6", stream=True))
+        body = await read(response)
+    events = body.split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""]
+    assert [json.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:-2]] == [
+        f"PART{i} " for i in range(6)
+    ]
+    assert len(seen) == 7 and all(e.startswith(b"data: ") and b"\n" not in e for e in seen)
 
 
 async def test_stream_context_is_filled(upstream):

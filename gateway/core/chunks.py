@@ -2,7 +2,9 @@
 
 Without chunk hooks the gateway never looks inside a stream. With them, the bytes are
 split on event boundaries (``wire.sse``), each hook sees each whole event in order, and
-the events are written back out.
+the events are written back out: by the relay itself, between each read and its write,
+when every hook is plain (``ChunkHooks.feed``); through a generator between the reads
+and the relay when some are async (``run_chunk_hooks``).
 """
 
 from __future__ import annotations
@@ -20,67 +22,119 @@ if TYPE_CHECKING:
     from .hooks import HookList
 
 
+class ChunkHooks:
+    """One stream's ``on_chunk`` hooks as a filter: each read of the stream in, the bytes
+    that go to the client out.
+
+    Events that arrived in one read leave in one write; a dropped event leaves nothing.
+    When the hooks only looked, the read goes out as it came, without a copy. A hook
+    that raises stops the filter: what went before its event comes out, and ``failure``
+    holds the error (the stream then breaks with it).
+
+    The relay calls ``feed`` (plain hooks) between its read and its write, with no
+    generator in between: this runs for every read of every hooked stream. A read of
+    usual events (one ``data:`` line each) is cut into their data by one split, and one
+    event object serves event after event.
+    """
+
+    __slots__ = ("_chain", "_look", "_split", "_splitter", "failure", "plain")
+
+    def __init__(
+        self, hooks: HookList, ctx: RequestContext, json_type: type[msgspec.Struct] | None
+    ) -> None:
+        self._chain = chain = _Chain(hooks, ctx, json_type)
+        self.plain = chain.plain is not None  # no async hook: ``feed`` and ``end`` serve
+        self._look = chain.look
+        self._splitter = splitter = EventSplitter()
+        self._split = splitter.split
+        self.failure: Exception | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What a read of the stream becomes (``b""``: nothing yet). Plain hooks only."""
+        datas = self._split(chunk)
+        try:
+            if datas is not None:
+                if not datas:
+                    return b""
+                kept = self._look(datas)
+                return self._splitter.whole if kept is None else events_bytes(kept)
+            events = self._splitter.feed(chunk)
+            if not events:
+                return b""
+            kept = self._chain.rest(events, False)
+        except _HookFailed as failed:
+            return self._failed(failed)
+        return self._out(chunk, events, kept)
+
+    async def feed_async(self, chunk: bytes) -> bytes:
+        """``feed`` for hooks among which some are ``async``."""
+        datas = self._split(chunk)
+        usual = datas is not None
+        items = datas if datas is not None else self._splitter.feed(chunk)
+        if not items:
+            return b""
+        try:
+            kept = await self._chain.through(items, usual)
+        except _HookFailed as failed:
+            return self._failed(failed)
+        if usual:
+            return self._splitter.whole if kept is None else events_bytes(kept)
+        return self._out(chunk, items, kept)
+
+    def end(self) -> bytes:
+        """The stream is over: its last event, if it came without its blank line."""
+        rest = self._splitter.flush()
+        if rest is None:
+            return b""
+        try:
+            kept = self._chain.rest([rest], False)
+        except _HookFailed as failed:
+            return self._failed(failed)
+        return self._out(None, [rest], kept)
+
+    async def end_async(self) -> bytes:
+        """``end`` for hooks among which some are ``async``."""
+        rest = self._splitter.flush()
+        if rest is None:
+            return b""
+        try:
+            kept = await self._chain.through([rest], False)
+        except _HookFailed as failed:
+            return self._failed(failed)
+        return self._out(None, [rest], kept)
+
+    def _out(self, chunk: bytes | None, events: list[bytes], kept: list[bytes] | None) -> bytes:
+        if kept is not None:
+            return events_bytes(kept)
+        return chunk if chunk is not None and self._splitter.exact else events_bytes(events)
+
+    def _failed(self, failed: _HookFailed) -> bytes:
+        self.failure = failed.error
+        return events_bytes(failed.kept)
+
+
 async def run_chunk_hooks(
     hooks: HookList,
     ctx: RequestContext,
     chunks: AsyncIterator[bytes],
     json_type: type[msgspec.Struct] | None,
 ) -> AsyncIterator[bytes]:
-    """The stream with each whole event passed through the ``on_chunk`` hooks, in order.
-
-    Events that arrived in one read leave in one write; a dropped event leaves nothing.
-    When the hooks only looked, the read goes out as it came, without a copy. This runs
-    for every event of every hooked stream, so it is written for speed: a read of usual
-    events (one ``data:`` line each) is cut into their data by one split, plain (not
-    async) hooks run in a plain loop, and one event object serves event after event.
-    """
-    chain = _Chain(hooks, ctx, json_type)
-    look = chain.look if chain.plain is not None else None
-    splitter = EventSplitter()
-    split, feed = splitter.split, splitter.feed
-    next_chunk = chunks.__anext__
-    ended = False
+    """The stream with each whole event passed through the ``on_chunk`` hooks, in order
+    (``ChunkHooks`` as a generator: for streams read from an iterator, and async hooks)."""
+    filtered = ChunkHooks(hooks, ctx, json_type)
+    plain = filtered.plain
     try:
-        while not ended:
-            try:
-                chunk: bytes | None = await next_chunk()
-            except StopAsyncIteration:
-                ended, chunk = True, None
-            failure: Exception | None = None
-            if chunk is not None and (datas := split(chunk)) is not None:
-                if not datas:
-                    continue
-                try:
-                    if look is not None:
-                        kept = look(datas)
-                    else:
-                        kept = await chain.through(datas, True)
-                except _HookFailed as failed:
-                    kept, failure = failed.kept, failed.error
-                out = splitter.whole if kept is None else events_bytes(kept)
-            else:
-                if chunk is None:
-                    rest = splitter.flush()
-                    events = [rest] if rest is not None else []
-                else:
-                    events = feed(chunk)
-                if not events:
-                    continue
-                try:
-                    if look is not None:
-                        kept = chain.rest(events, False)
-                    else:
-                        kept = await chain.through(events, False)
-                except _HookFailed as failed:
-                    kept, failure = failed.kept, failed.error
-                if kept is not None:
-                    out = events_bytes(kept)
-                else:
-                    out = chunk if chunk is not None and splitter.exact else events_bytes(events)
+        async for chunk in chunks:
+            out = filtered.feed(chunk) if plain else await filtered.feed_async(chunk)
             if out:
                 yield out
-            if failure is not None:
-                raise failure
+            if filtered.failure is not None:
+                raise filtered.failure
+        out = filtered.end() if plain else await filtered.end_async()
+        if out:
+            yield out
+        if filtered.failure is not None:
+            raise filtered.failure
     finally:
         await aclose(chunks)
 
@@ -106,21 +160,20 @@ class _Chain:
         self.json_type = json_type
         self.plain = None if any(a for _, a in hooks) else [fn for fn, _ in hooks]
         self.one = self.plain[0] if self.plain is not None and len(self.plain) == 1 else None
-        self.spare: SSEEvent | None = None  # an event no hook kept: shown the next one
-        self.alone = 0  # its reference count while no hook holds it (see look)
+        # The event ``look`` shows next: the last one, unless a hook kept it or changed it.
+        self.spare = SSEEvent.of_data(b"", json_type)
+        self.alone = self._references()  # its reference count while no hook holds it
+
+    def _references(self) -> int:
+        event = self.spare  # (as ``look`` holds it when it asks)
+        return getrefcount(event)
 
     def look(self, datas: list[bytes]) -> list[bytes] | None:
         """Usual events (``datas``: each one's data) through plain hooks: the hot path.
         Returns the events going out, or ``None`` while no hook changed one (the read
         goes out as it came); raises ``_HookFailed`` when a hook raised."""
-        ctx, one, fns = self.ctx, self.one, self.plain
+        ctx, one, fns, alone = self.ctx, self.one, self.plain, self.alone
         event = self.spare
-        if event is None:
-            event = SSEEvent.of_data(b"", self.json_type)
-        self.spare = None
-        alone = self.alone
-        if not alone:  # held by this frame only, as the same call below sees it
-            alone = self.alone = getrefcount(event)
         for index, data in enumerate(datas):
             event.data = data
             try:
@@ -134,13 +187,13 @@ class _Chain:
             except Exception as error:
                 raise _HookFailed(_kept(None, datas, index, True), error) from None
             if event.data is not data or event._touched:  # (set by anything but data)
+                self.spare = SSEEvent.of_data(b"", self.json_type)
                 kept = _settle(event, data, None, None, datas, index, True)
                 return self.rest(datas, True, index + 1, kept)
             # The next event reuses this one unless a hook kept it: no object made and
             # freed per event.
             if getrefcount(event) > alone:
-                event = SSEEvent.of_data(b"", self.json_type)
-        self.spare = event
+                event = self.spare = SSEEvent.of_data(b"", self.json_type)
         return None
 
     def rest(
@@ -150,8 +203,7 @@ class _Chain:
         else their bytes; ``kept``: the events going out before ``start``, if any changed."""
         ctx, fns = self.ctx, self.plain
         assert fns is not None
-        event = self._event()
-        alone = getrefcount(event)
+        event, alone = self.spare, self.alone
         raw: bytes | None = None
         for index in range(start, len(items)):
             item = items[index]
@@ -171,17 +223,12 @@ class _Chain:
                 if kept is not None:
                     kept.append(b"data: " + item if usual else item)
                 if getrefcount(event) > alone:
-                    event = SSEEvent.of_data(b"", self.json_type)
+                    event = self.spare = SSEEvent.of_data(b"", self.json_type)
             else:
                 kept = _settle(event, data, raw, kept, items, index, usual)
-                event = SSEEvent.of_data(b"", self.json_type)
+                event = self.spare = SSEEvent.of_data(b"", self.json_type)
         event._raw = event._data = None  # as look() shows it: a usual event
-        self.spare = event
         return kept
-
-    def _event(self) -> SSEEvent:
-        event, self.spare = self.spare, None
-        return event if event is not None else SSEEvent.of_data(b"", self.json_type)
 
     async def through(self, items: list[bytes], usual: bool) -> list[bytes] | None:
         """``rest`` for hooks among which some are ``async``: an event object each."""

@@ -22,7 +22,7 @@ from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, RESPONSES
 from ..wire.headers import HeaderList
 from ..wire.http import Request, Response, StreamingResponse, json_response
 from ..wire.types import Model, ModelList
-from .chunks import run_chunk_hooks
+from .chunks import ChunkHooks, run_chunk_hooks
 from .errors import (
     GatewayError,
     InternalError,
@@ -31,8 +31,9 @@ from .errors import (
     NotFoundError,
 )
 from .forwarding import Answer, Forwarder
+from .hooks import HookList
 from .outcome import Usage
-from .relay import EndCallback, Relay, chunks_of
+from .relay import EndCallback, NextChunk, Relay, chunks_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .hooks import Hooks
     from .timers import Timers
 
+_NO_HOOKS = HookList()
 logger = logging.getLogger("gateway")
 
 AnyResponse = Response | StreamingResponse
@@ -234,17 +236,13 @@ class Pipeline:
     ) -> StreamingResponse:
         upstream = answer.upstream
         is_sse = upstream.content_type.startswith("text/event-stream")
-        iterator = None
-        if is_sse and self.hooks.on_chunk:
-            iterator = run_chunk_hooks(
-                self.hooks.on_chunk, ctx, upstream.iter_chunks(), endpoint.chunk_type
-            )
-            next_chunk = chunks_of(iterator)
-        elif (reader := getattr(upstream, "next_chunk", None)) is not None:
-            next_chunk = reader  # no generator between the upstream's reads and the client
-        else:
-            iterator = upstream.iter_chunks()
-            next_chunk = chunks_of(iterator)
+        next_chunk, iterator, chunk_hooks = _chunk_source(
+            self.hooks.on_chunk if is_sse else _NO_HOOKS,
+            ctx,
+            endpoint,
+            getattr(upstream, "next_chunk", None),
+            upstream.iter_chunks,
+        )
         deployment = answer.deployment
         on_stream_end = self.on_stream_end
 
@@ -272,6 +270,7 @@ class Pipeline:
             capture=admission.capture if admission is not None else None,
             capture_limit=admission.capture_limit if admission is not None else 0,
             iterator=iterator,
+            chunk_hooks=chunk_hooks,
         )
         return StreamingResponse(upstream.status, headers, relay.iterate(), relay.pump)
 
@@ -306,12 +305,12 @@ class Pipeline:
             return response
         is_sse = hit.content_type.startswith("text/event-stream")
         body = _strip_usage(hit.body) if strip_usage and is_sse else hit.body
-        iterator = _once(body)
-        if is_sse and self.hooks.on_chunk:
-            iterator = run_chunk_hooks(self.hooks.on_chunk, ctx, iterator, endpoint.chunk_type)
+        next_chunk, iterator, chunk_hooks = _chunk_source(
+            self.hooks.on_chunk if is_sse else _NO_HOOKS, ctx, endpoint, None, lambda: _once(body)
+        )
         relay = Relay(
             ctx,
-            chunks_of(iterator),
+            next_chunk,
             on_error=self._stream_failed(ctx, is_sse),
             on_end=self.on_stream_end,
             close_upstream=_nothing,
@@ -320,8 +319,36 @@ class Pipeline:
             running=self.streams,
             usage_of_tail=None,  # a hit costs no tokens
             iterator=iterator,
+            chunk_hooks=chunk_hooks,
         )
         return StreamingResponse(hit.status, headers, relay.iterate(), relay.pump)
+
+
+def _chunk_source(
+    hooks: HookList,
+    ctx: RequestContext,
+    endpoint: Endpoint,
+    reader: NextChunk | None,
+    chunks: Callable[[], AsyncIterator[bytes]],
+) -> tuple[NextChunk, AsyncIterator[bytes] | None, ChunkHooks | None]:
+    """Where a relay reads a stream (the upstream's own ``reader`` if it has one, else
+    ``chunks()``; the iterator to close, if any) and the chunk hooks it runs itself.
+
+    Plain hooks run in the relay, between a read and its write; async ones need a
+    generator of their own between the reads and the relay."""
+    if not hooks:
+        if reader is not None:
+            return reader, None, None  # nothing between the upstream's reads and the client
+        iterator = chunks()
+        return chunks_of(iterator), iterator, None
+    filtered = ChunkHooks(hooks, ctx, endpoint.chunk_type)
+    if not filtered.plain:
+        iterator = run_chunk_hooks(hooks, ctx, chunks(), endpoint.chunk_type)
+        return chunks_of(iterator), iterator, None
+    if reader is not None:
+        return reader, None, filtered
+    iterator = chunks()
+    return chunks_of(iterator), iterator, filtered
 
 
 def _tokens(usage: Usage | None) -> int:

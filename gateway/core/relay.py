@@ -24,6 +24,7 @@ from .errors import GatewayError, ShuttingDownError, UpstreamTimeoutError
 from .outcome import CLIENT_LEFT, DRAINED, IDLE_TIMEOUT, STREAM_BROKEN, STREAMED
 
 if TYPE_CHECKING:
+    from .chunks import ChunkHooks
     from .context import RequestContext
     from .outcome import Usage
     from .timers import Timers
@@ -44,6 +45,7 @@ class Relay:
         "_close_upstream",
         "_ended",
         "_failure",
+        "_hooks",
         "_how",
         "_idle",
         "_iterator",
@@ -77,10 +79,13 @@ class Relay:
         capture: list[bytes] | None = None,
         capture_limit: int = 0,
         iterator: AsyncIterator[bytes] | None = None,
+        chunk_hooks: ChunkHooks | None = None,
     ) -> None:
         self.ctx = ctx
         self._next_chunk = next_chunk
         self._iterator = iterator  # closed at the end, when chunks come from one
+        # Plain on_chunk hooks, run between each read and its write (no generator).
+        self._hooks = chunk_hooks
         self._on_error = on_error
         self._on_end = on_end
         self._close_upstream = close_upstream
@@ -123,10 +128,11 @@ class Relay:
         next_chunk = self._next_chunk
         self._start()
         try:
-            if self._capture is None and self._stripper is None:
+            if self._capture is None and self._stripper is None and self._hooks is None:
                 await self._pump_plain(next_chunk, send)
                 return
             took = self._took
+            hooks = self._hooks
             while True:
                 try:
                     chunk = await next_chunk()
@@ -137,9 +143,16 @@ class Relay:
                 if not chunk:
                     if rest := self._over():
                         await send(rest)
+                    failure = hooks.failure if hooks is not None else None
+                    if failure is not None and (tail := await self._broke(failure)):
+                        await send(tail)  # a hook raised on the last
                     return
                 if chunk := took(chunk):
                     await send(chunk)
+                if hooks is not None and hooks.failure is not None:  # a hook raised
+                    if tail := await self._broke(hooks.failure):
+                        await send(tail)
+                    return
         finally:
             self._end()
             if self._iterator is not None:
@@ -178,6 +191,7 @@ class Relay:
         """Every chunk as it arrives — for servers that pull from an iterator."""
         next_chunk = self._next_chunk
         took = self._took
+        hooks = self._hooks
         self._start()
         try:
             while True:
@@ -190,9 +204,16 @@ class Relay:
                 if not chunk:
                     if rest := self._over():
                         yield rest
+                    failure = hooks.failure if hooks is not None else None
+                    if failure is not None and (tail := await self._broke(failure)):
+                        yield tail  # a hook raised on the last
                     return
                 if chunk := took(chunk):
                     yield chunk
+                if hooks is not None and hooks.failure is not None:  # a hook raised
+                    if tail := await self._broke(hooks.failure):
+                        yield tail
+                    return
         finally:
             self._end()
             if self._iterator is not None:
@@ -206,6 +227,11 @@ class Relay:
     def _took(self, chunk: bytes) -> bytes:
         """A chunk read from upstream, as the client gets it (maybe nothing yet)."""
         self.last_chunk_at = self._timers.clock()
+        hooks = self._hooks
+        if hooks is not None:
+            chunk = hooks.feed(chunk)
+            if not chunk:
+                return chunk
         capture = self._capture
         if capture is not None:
             self._capture_room -= len(chunk)
@@ -228,8 +254,17 @@ class Relay:
     def _over(self) -> bytes:
         """The upstream finished the stream: what was held back, if anything."""
         self._how = STREAMED
-        rest = self._stripper.flush() if self._stripper is not None else b""
-        self._sent += len(rest)
+        rest = b""
+        hooks = self._hooks
+        if hooks is not None and (last := hooks.end()):
+            # The last event has been through the hooks: _took must not feed it again.
+            self._hooks = None
+            rest = self._took(last)
+            self._hooks = hooks  # (the loop reads its failure after this)
+        if self._stripper is not None:
+            flushed = self._stripper.flush()
+            self._sent += len(flushed)
+            rest += flushed
         return rest
 
     async def _broke(self, error: Exception) -> bytes | None:
