@@ -25,6 +25,19 @@ echo = { input = 1000.0, output = 1000.0 }
 
 [cache]
 ttl = 60
+
+# Two deployments of one model: the first nearly always chosen while under its hint of
+# 4 requests a minute — counted by every gateway together, through the cluster.
+[models.hinted]
+strategy = "weighted"
+
+[[models.hinted.deployments]]
+model = "echo"
+weight = 1000000
+rpm = 4
+
+[[models.hinted.deployments]]
+model = "slow:0"
 """ + "".join(
     f'\n[keys.{name}]\nsecret_sha256 = "{sha(secret)}"\nrpm = {rpm}\n'
     for (name, secret), rpm in zip(SECRETS.items(), (10, 10, 10, 100_000, 6), strict=True)
@@ -125,6 +138,21 @@ def test_the_spend_ledger_on_the_cluster(cluster, tmp_path_factory):
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+def test_the_deployments_minute_counts_are_shared_through_the_cluster(pair, cluster):
+    """One gateway uses up the first deployment's hint; within the second the gateways
+    share their counts (every second), the other gateway — which has sent it nothing
+    this minute — sends the next request to the second deployment."""
+    within_one_minute(10)
+    deployments = [
+        chat(pair[0], SECRETS["wide"], model="hinted").headers["x-gateway-deployment"]
+        for _ in range(4)
+    ]
+    assert deployments == ["openai/echo"] * 4
+    time.sleep(2.5)
+    answer = chat(pair[1], SECRETS["wide"], model="hinted")
+    assert answer.status == 200 and answer.headers["x-gateway-deployment"] == "openai/slow:0"
 
 
 def test_a_primary_killed_requests_go_on_and_limits_hold_after_failover(pair, cluster):

@@ -135,6 +135,20 @@ def test_a_deployment_past_its_rpm_hint_is_chosen_only_when_all_are():
     assert {balancer.pick(61.0).provider.name for _ in range(6)} == {"p0", "p1"}  # new minute
 
 
+def test_shared_minute_counts_hold_for_a_worker_that_sent_nothing_this_minute():
+    """Every worker's counts, shared through the store, put a deployment past its hint
+    also in a worker that has not sent it a request this minute (it did not)."""
+    balancer = Balancer(deployments(1, 1), "round-robin")
+    a, _ = balancer.deployments
+    a.rpm = 4
+    a.started(10.0)  # a request in an earlier minute
+    a.shared(70.0, 4, 0)  # the other workers used the hint up this minute
+    assert {balancer.pick(71.0).provider.name for _ in range(6)} == {"p1"}
+    a.shared(71.0, 2, 0)  # a total never lowers what this worker counted itself
+    assert a.minute_requests == 4
+    assert {balancer.pick(121.0).provider.name for _ in range(6)} == {"p0", "p1"}  # next minute
+
+
 def test_cooldown_entry_and_exit_and_all_cooling_takes_the_least_recently_failed():
     balancer = Balancer(deployments(1, 1), "round-robin")
     a, b = balancer.deployments

@@ -529,9 +529,10 @@ class AccessControl:
                 totals = await store.share_minute(loop_minute, deltas)
             except StoreUnavailable:
                 continue
+            now = asyncio.get_running_loop().time()  # the deployments' clock
             for d in deployments:
                 requests, tokens = totals.get(d.name, (0, 0))
-                d.shared(requests, tokens)
+                d.shared(now, requests, tokens)
 
 
 class _KeyAuth:

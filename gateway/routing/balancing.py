@@ -114,8 +114,12 @@ class Deployment:
             self.minute_tokens += tokens
             self.own_tokens += tokens
 
-    def shared(self, requests: int, tokens: int) -> None:
-        """Every worker's requests and tokens this minute, from the shared store."""
+    def shared(self, now: float, requests: int, tokens: int) -> None:
+        """Every worker's requests and tokens this minute, from the shared store — also
+        for a worker that has sent this deployment nothing yet this minute."""
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self.minute_requests, self.minute_tokens = minute, 0, 0
         self.minute_requests = max(self.minute_requests, requests)
         self.minute_tokens = max(self.minute_tokens, tokens)
 
