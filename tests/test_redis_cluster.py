@@ -14,33 +14,25 @@ from tests import test_admin as admin_api
 from tests.conftest import start_gateway, upstream_env
 from tests.gateway_process import GatewayProcess
 from tests.redis_cluster import ClusterNode, RedisCluster
+from tests.test_shared_deployments import HINTED_MODEL, assert_deployment_counts_shared
 from tests.test_shared_state import chat, created_secret, keys_command, sha
 from tests.upstream import Upstream
 
 NAMES = ("red", "green", "blue", "wide", "after")
 SECRETS = {name: f"sk-gw-cluster-{name}-secret" for name in NAMES}
-CONFIG = """
+CONFIG = (
+    """
 [prices]
 echo = { input = 1000.0, output = 1000.0 }
 
 [cache]
 ttl = 60
-
-# Two deployments of one model: the first nearly always chosen while under its hint of
-# 4 requests a minute — counted by every gateway together, through the cluster.
-[models.hinted]
-strategy = "weighted"
-
-[[models.hinted.deployments]]
-model = "echo"
-weight = 1000000
-rpm = 4
-
-[[models.hinted.deployments]]
-model = "slow:0"
-""" + "".join(
-    f'\n[keys.{name}]\nsecret_sha256 = "{sha(secret)}"\nrpm = {rpm}\n'
-    for (name, secret), rpm in zip(SECRETS.items(), (10, 10, 10, 100_000, 6), strict=True)
+"""
+    + HINTED_MODEL
+    + "".join(
+        f'\n[keys.{name}]\nsecret_sha256 = "{sha(secret)}"\nrpm = {rpm}\n'
+        for (name, secret), rpm in zip(SECRETS.items(), (10, 10, 10, 100_000, 6), strict=True)
+    )
 )
 
 
@@ -141,18 +133,7 @@ def test_the_spend_ledger_on_the_cluster(cluster, tmp_path_factory):
 
 
 def test_the_deployments_minute_counts_are_shared_through_the_cluster(pair, cluster):
-    """One gateway uses up the first deployment's hint; within the second the gateways
-    share their counts (every second), the other gateway — which has sent it nothing
-    this minute — sends the next request to the second deployment."""
-    within_one_minute(10)
-    deployments = [
-        chat(pair[0], SECRETS["wide"], model="hinted").headers["x-gateway-deployment"]
-        for _ in range(4)
-    ]
-    assert deployments == ["openai/echo"] * 4
-    time.sleep(2.5)
-    answer = chat(pair[1], SECRETS["wide"], model="hinted")
-    assert answer.status == 200 and answer.headers["x-gateway-deployment"] == "openai/slow:0"
+    assert_deployment_counts_shared(*pair, SECRETS["wide"])
 
 
 def test_a_primary_killed_requests_go_on_and_limits_hold_after_failover(pair, cluster):
