@@ -27,6 +27,9 @@ echo = { input = 1000.0, output = 1000.0 }
 
 [cache]
 ttl = 60
+
+[models.echo]  # (with models listed, only those are served)
+model = "echo"
 """
     + HINTED_MODEL
     + "".join(
