@@ -19,13 +19,21 @@ from gateway.access import control
 from gateway.access.control import AccessControl
 from gateway.access.keys import Budget, Key, period_id, period_reset, secret_hash
 from gateway.access.limits import (
+    RateLimits,
+    Scope,
     Window,
     estimate_tokens,
     max_tokens_of,
     rate_limit_headers,
     reserved_tokens,
+    reserved_tokens_read,
     reset_text,
 )
+from gateway.access.stores import Budget as StoreBudget
+from gateway.access.stores.memory import MemoryStore
+from gateway.core.context import RequestContext
+from gateway.wire.endpoints import CHAT as CHAT_ENDPOINT
+from gateway.wire.endpoints import COMPLETIONS, EMBEDDINGS, PASSTHROUGH, RESPONSES
 
 CHAT = "/v1/chat/completions"
 
@@ -188,3 +196,204 @@ def test_rate_limit_headers_say_each_limit_there_is():
         "0",
     )
     assert rate_limit_headers(Window(None, None, None, None, 30.0)) == []
+
+
+# ------------------------------------------------------------------ remembered secrets
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"revoked": True}, "revoked"),
+        ({"disabled": True}, "disabled"),
+        ({"expires": time.time() - 1}, "expired"),
+    ],
+)
+async def test_a_remembered_secret_whose_record_is_replaced_by_an_unusable_one_is_refused(
+    change, words
+):
+    # A reload (or the admin API) files a new record under the same digest: the
+    # remembered secret finds it, and it is checked as a first sight would be.
+    secret, record = key("k")
+    access = AccessControl(keys=[record])
+    async with gateway(access) as gw:
+        first = await gw.handle(request(secret))
+        assert secret in access._digests
+        replaced = Key(id="k", secret_sha256=record.secret_sha256, **change)
+        access.config_keys[record.secret_sha256] = replaced
+        refused = await gw.handle(request(secret))
+    assert first.status == 200
+    assert refused.status == 401 and words in json.loads(refused.body)["error"]["message"]
+
+
+async def test_a_remembered_secret_whose_key_expires_later_is_refused_once_it_has():
+    secret, record = key("k", expires=time.time() + 3600)
+    access = AccessControl(keys=[record])
+    async with gateway(access) as gw:
+        first = await gw.handle(request(secret))
+        record.expires = time.time() - 0.001  # the same record, its time now past
+        refused = await gw.handle(request(secret))
+    assert first.status == 200 and refused.status == 401
+
+
+async def test_a_remembered_secret_whose_key_is_removed_is_unknown():
+    secret, record = key("k")
+    access = AccessControl(keys=[record])
+    async with gateway(access) as gw:
+        first = await gw.handle(request(secret))
+        del access.config_keys[record.secret_sha256]
+        unknown = await gw.handle(request(secret))
+    assert first.status == 200
+    assert unknown.status == 401
+    assert json.loads(unknown.body)["error"]["message"] == "Incorrect API key provided."
+
+
+class _AsyncKeys:
+    async def authenticate(self, ctx, api_key):
+        return "async-caller" if api_key == "sk-async" else None
+
+
+class _PlainKeys:
+    def authenticate(self, ctx, api_key):
+        return "plain-caller" if api_key == "sk-plain" else None
+
+
+@pytest.mark.parametrize(
+    ("hooks", "secret", "status"),
+    [
+        ([_PlainKeys()], "sk-plain", 200),  # one plain hook: called without a coroutine
+        ([_PlainKeys()], "sk-other", 401),
+        ([_AsyncKeys()], "sk-async", 200),
+        ([_AsyncKeys()], "sk-plain", 401),
+        ([_PlainKeys(), _AsyncKeys()], "sk-async", 200),  # the first identity wins
+        ([_PlainKeys(), _AsyncKeys()], "sk-plain", 200),
+        ([_PlainKeys(), _AsyncKeys()], "sk-other", 401),
+    ],
+)
+async def test_authenticate_hooks_plain_or_async_one_or_several(hooks, secret, status):
+    models = ModelRegistry()
+    models.add("mock-gpt", MockProvider())
+    async with Gateway(models, hooks=hooks) as gw:
+        response = await gw.handle(request(secret))
+        unsent = await gw.handle(Request("POST", CHAT, "", {}, b"{}"))
+    assert response.status == status
+    assert unsent.status == 401
+    assert "No API key provided" in json.loads(unsent.body)["error"]["message"]
+
+
+# ------------------------------------------------------------------ the reservation, read once
+
+BOUNDS = [
+    {},
+    {"max_tokens": 60},
+    {"max_completion_tokens": 7, "max_tokens": 60},
+    {"max_output_tokens": 90},
+    {"max_output_tokens": 90, "max_tokens": 30},
+    {"max_tokens": -5},
+    {"max_tokens": None},
+    {"max_tokens": None, "max_output_tokens": 4},
+    {"max_tokens": "many"},
+    {"max_tokens": True},
+    {"max_tokens": 60.0},
+    {"max_tokens": 60, "max_completion_tokens": "x"},
+    {"max_tokens": 10**30},
+    {"max_output_tokens": {"nested": [1]}},
+]
+
+
+@pytest.mark.parametrize("bounds", BOUNDS)
+@pytest.mark.parametrize(
+    "endpoint", [CHAT_ENDPOINT, COMPLETIONS, EMBEDDINGS, RESPONSES, PASSTHROUGH]
+)
+def test_the_reservation_read_from_the_first_parse_is_the_one_read_from_the_body(bounds, endpoint):
+    request_fields = {"model": "m", "messages": [], "prompt": "p", "input": "i", **bounds}
+    body = json.dumps(request_fields).encode()
+    assert reserved_tokens_read(body, endpoint.parse(body)) == reserved_tokens(body)
+
+
+@pytest.mark.parametrize("bounds", [{}, {"max_tokens": 60}, {"max_tokens": "many"}])
+async def test_admit_reserves_the_same_with_the_first_parse_or_without(bounds):
+    _, record = key("k", tpm=10_000)
+    body = json.dumps({"model": "mock-gpt", "messages": [], **bounds}).encode()
+    remaining = []
+    for fields in (None, CHAT_ENDPOINT.parse(body)):
+        access = AccessControl(keys=[record])
+        ctx = RequestContext(None, "", "POST", CHAT, None)
+        ctx.identity = record
+        route = ModelRegistry()
+        route.add("mock-gpt", MockProvider())
+        await access.admit(
+            ctx, route.resolve("mock-gpt"), "chat.completions", body, False, {}, fields
+        )
+        remaining.append(dict(ctx.admission.headers)["x-ratelimit-remaining-tokens"])
+    assert remaining[0] == remaining[1] == str(10_000 - reserved_tokens(body))
+
+
+# ------------------------------------------------------------------ the memory store's admission
+
+
+def _store_scopes(**limits) -> tuple[Scope, ...]:
+    return tuple(
+        Scope(name, RateLimits(**scope), name.replace(":", "-")) for name, scope in limits.items()
+    )
+
+
+def test_a_request_a_later_scope_refuses_takes_nothing_from_the_earlier_ones():
+    store = MemoryStore(0)
+    key_scope, model_scope = _store_scopes(
+        **{"key:k": {"rpm": 100, "tpm": 10_000, "max_parallel": 5}, "model:m": {"rpm": 1}}
+    )
+    now = 1798761600.0 + 12.5
+    first = store.admit_now(now, "r1", (key_scope, model_scope), 40, None, None)
+    second = store.admit_now(now, "r2", (key_scope, model_scope), 40, None, None)
+    assert first.refusal is None
+    assert second.refusal is not None and second.refusal.scope == "model:m"
+    counts = store._minutes["key:k"]
+    assert (counts.requests, counts.tokens) == (1, 40)  # r2's share given back
+    assert list(store._parallel["key:k"]) == ["r1"]
+    # The refusal's headers are the first scope's, as they always were: as if it took r2.
+    assert second.window == Window(100, 98, 10_000, 9_920, 47.5)
+
+
+def test_a_request_the_budget_refuses_takes_nothing_from_its_scopes():
+    store = MemoryStore(0)
+    (scope,) = _store_scopes(**{"key:k": {"rpm": 100, "tpm": 10_000}})
+    store._spend[("k", "total")] = 5.0
+    verdict = store.admit_now(100.0, "r1", (scope,), 40, StoreBudget("k", "total", 5.0, None), None)
+    assert verdict.refusal is not None and verdict.refusal.kind == "budget"
+    assert verdict.window == Window(100, 99, 10_000, 9_960, 20.0)
+    counts = store._minutes["key:k"]
+    assert (counts.requests, counts.tokens) == (0, 0)
+
+
+def test_the_clock_minute_worked_out_once_per_minute_gives_the_figures_worked_out_afresh():
+    store = MemoryStore(0)
+    (scope,) = _store_scopes(**{"key:k": {"rpm": 1_000_000}})
+    start = 1798761600.0  # a minute's start
+    # Within a minute, across one, back (a clock set back), a minute skipped, odd fractions.
+    times = [start + 0.1, start + 59.999, start + 60.0, start + 61.3, start + 59.5]
+    times += [start + 200.25, start + 200.75, start + 260.0001, start + 1e-6, start + 0.123456]
+    minute, current, previous = -2, 0, 0  # the counts as they were kept, minute by minute
+    for n, now in enumerate(times):
+        verdict = store.admit_now(now, f"r{n}", (scope,), 0, None, None)
+        if int(now // 60.0) != minute:
+            previous = current if int(now // 60.0) == minute + 1 else 0
+            minute, current = int(now // 60.0), 0
+        used = previous * (1.0 - (now % 60.0) / 60.0) + current
+        expected = Window(1_000_000, int(1_000_000 - used - 1), None, None, 60.0 - now % 60.0)
+        assert verdict.window == expected, (n, now)
+        assert verdict.ticket.minute == minute
+        current += 1
+
+
+def test_limit_lines_are_remembered_in_bounded_memory(monkeypatch):
+    from gateway.access import limits
+
+    monkeypatch.setattr(limits, "MAX_LIMIT_LINES", 2)
+    for _ in range(2):
+        for limit in (5, 6, 7, 8):
+            headers = dict(rate_limit_headers(Window(limit, 1, limit * 10, 2, 3.5)))
+            assert headers["x-ratelimit-limit-requests"] == str(limit)
+            assert headers["x-ratelimit-limit-tokens"] == str(limit * 10)
+            assert headers["x-ratelimit-reset-requests"] == "4s"
+    assert len(limits._LIMIT_REQUESTS) <= 2 and len(limits._LIMIT_TOKENS) <= 2

@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from hmac import compare_digest
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgspec
 
 from ..core.errors import (
     AuthenticationError,
@@ -45,11 +47,14 @@ from .cache import (
 )
 from .keys import Key, period_id, period_span, secret_hash
 from .limits import (
+    AnswerBound,
     RateLimits,
     Refusal,
     Scope,
+    Window,
     rate_limit_headers,
     reserved_tokens,
+    reserved_tokens_read,
 )
 from .stores import Budget, Store, StoreUnavailable, Ticket, Verdict
 from .stores.memory import MemoryStore
@@ -82,31 +87,20 @@ class QuotaExceededError(RateLimitError):
     type = "insufficient_quota"
 
 
-class Admission:
-    """What the access control knows of one request between ``admit`` and its end."""
+class Admission(msgspec.Struct, eq=False, gc=False):
+    """What the access control knows of one request between ``admit`` and its end (a
+    Struct, as the store's Ticket: made in C, once per request, in no reference cycle)."""
 
-    __slots__ = (
-        "cache_key",
-        "capture",
-        "capture_limit",
-        "content_type",
-        "headers",
-        "may_store",
-        "streamed",
-        "ticket",
-    )
-
-    def __init__(self) -> None:
-        self.ticket: Ticket | None = None
-        self.cache_key: str | None = None
-        self.may_store = False
-        # The answer, kept for the cache: its chunks as they came (or its one body),
-        # whether the upstream streamed it, and its content type.
-        self.capture: list[bytes] | None = None
-        self.capture_limit = 0  # bytes: a larger answer is not stored, so not kept either
-        self.streamed = False
-        self.content_type = ""
-        self.headers: list[tuple[str, str]] = []  # x-ratelimit-* for the response
+    ticket: Ticket | None = None
+    cache_key: str | None = None
+    may_store: bool = False
+    # The answer, kept for the cache: its chunks as they came (or its one body),
+    # whether the upstream streamed it, and its content type.
+    capture: list[bytes] | None = None
+    capture_limit: int = 0  # bytes: a larger answer is not stored, so not kept either
+    streamed: bool = False
+    content_type: str = ""
+    headers: Sequence[tuple[str, str]] = ()  # x-ratelimit-* for the response
 
 
 class AccessControl:
@@ -232,10 +226,15 @@ class AccessControl:
         if secret is None:
             return None
         digest = self._digests.get(secret)
-        known = digest is not None
-        if digest is None:
+        if digest is None:  # first sight: hashed, compared in constant time, remembered
             digest = secret_hash(secret)
-        return self._usable(self.config_keys.get(digest), secret, digest, known)
+            return self._usable(self.config_keys.get(digest), secret, digest, False)
+        # A remembered secret: its key is looked up afresh (a record replaced since is the
+        # one used), and found by the very digest it holds: nothing more to compare.
+        key = self.config_keys.get(digest)
+        if key is not None and (key.revoked or key.disabled or key.expires is not None):
+            self._check_usable(key)  # only a key that may be refused reads the clock
+        return key
 
     def _usable(self, key: Key | None, secret: str, digest: str, known: bool) -> Key | None:
         """``key`` if it holds this digest (compared in constant time) and may be used
@@ -243,12 +242,17 @@ class AccessControl:
         expired is refused at once."""
         if key is None or not compare_digest(key.secret_sha256, digest):
             return None
-        refusal = key.refusal(time.time())
-        if refusal is not None:
-            raise AuthenticationError(refusal)
+        self._check_usable(key)
         if not known:
             self._remember_digest(secret, digest)
         return key
+
+    @staticmethod
+    def _check_usable(key: Key) -> None:
+        """A 401 for a key revoked, disabled or expired."""
+        refusal = key.refusal(time.time())
+        if refusal is not None:
+            raise AuthenticationError(refusal)
 
     def _remember_digest(self, secret: str, digest: str) -> None:
         """Keep a known secret's SHA-256, so that its next requests skip hashing it. A
@@ -268,24 +272,31 @@ class AccessControl:
         body: bytes,
         stream: bool,
         headers: Headers,
+        fields: AnswerBound | None = None,
     ) -> Entry | None:
-        """Refuse the request (raise), answer it from the cache (the entry), or let it go on."""
+        """Refuse the request (raise), answer it from the cache (the entry), or let it go on.
+
+        ``fields`` is the first parse of ``body`` (wire/endpoints.py), when the caller has
+        it for this very body: a token limit's reservation reads it, not the body again.
+        """
         identity = ctx.identity
-        key = identity if isinstance(identity, Key) else None
-        model = ctx.outcome.model
-        if key is not None and key.models and not self._allowed(key, model, route):
-            raise PermissionDeniedError(
-                f"This API key is not allowed to use the model `{model}`.",
-                param="model",
-                code="model_not_allowed",
-            )
         now = time.time()
         key_scope = budget = None
-        if key is not None:
-            key_scope = self._key_scope(key)
-            if key.budget is not None:
-                budget = self._budget(key, now)
-        model_scope = self.model_scopes.get(route.name)
+        if isinstance(identity, Key):
+            if identity.models and not self._allowed(identity, ctx.outcome.model, route):
+                raise PermissionDeniedError(
+                    f"This API key is not allowed to use the model `{ctx.outcome.model}`.",
+                    param="model",
+                    code="model_not_allowed",
+                )
+            remembered = self._key_scopes.get(identity.id)
+            if remembered is not None and remembered[0] is identity:
+                key_scope = remembered[1]
+            else:
+                key_scope = self._key_scope(identity)
+            if identity.budget is not None:
+                budget = self._budget(identity, now)
+        model_scope = self.model_scopes.get(route.name) if self.model_scopes else None
         admission = Admission()
         lookup_key = None
         if self.cache is not None and endpoint in self.cache.endpoints:
@@ -303,7 +314,7 @@ class AccessControl:
         if (key_scope is not None and key_scope.limits.tpm) or (
             model_scope is not None and model_scope.limits.tpm
         ):
-            tokens = reserved_tokens(body)
+            tokens = reserved_tokens(body) if fields is None else reserved_tokens_read(body, fields)
         admit_now = self._admit_now
         verdict = (
             admit_now(now, ctx.request_id, scopes, tokens, budget, lookup_key)
@@ -316,12 +327,10 @@ class AccessControl:
             )
         refusal = verdict.refusal
         window = verdict.window
-        if window is not None:
-            if refusal is not None:  # the reset the headers say is the wait Retry-After says
-                window = window._replace(reset=refusal.retry_after)
-            admission.headers = rate_limit_headers(window)
         if refusal is not None:
-            self._refuse(refusal, admission)
+            self._refuse(refusal, window)
+        if window is not None:
+            admission.headers = rate_limit_headers(window)
         if verdict.cached is not None:
             entry = decode_entry(verdict.cached)
             if entry is not None:
@@ -416,8 +425,8 @@ class AccessControl:
         verdict.ticket.local = True
         return verdict
 
-    def _refuse(self, refusal: Refusal, admission: Admission) -> NoReturn:
-        """The 429 of a refusal: over a limit, or over the budget."""
+    def _refuse(self, refusal: Refusal, window: Window | None) -> NoReturn:
+        """The 429 of a refusal: over a limit (with the limit's headers), or over the budget."""
         kind = refusal.scope.partition(":")[0]
         if self._limited is not None:
             self._limited.inc((kind, refusal.kind))
@@ -434,7 +443,8 @@ class AccessControl:
             f"{refusal.retry_after:.1f} s.",
             retry_after=refusal.retry_after,
         )
-        error.headers += admission.headers
+        if window is not None:  # the reset the headers say is the wait Retry-After says
+            error.headers += rate_limit_headers(window._replace(reset=refusal.retry_after))
         raise error
 
     def _count_cache(self, ctx: RequestContext) -> None:
@@ -451,9 +461,9 @@ class AccessControl:
         ticket = admission.ticket
         if ticket is not None:
             usage = outcome.usage
-            tokens = usage.total_tokens if usage is not None else None
-            store = self.local if ticket.local else self.store
-            store.settle(ticket, tokens, outcome.cost)
+            (self.local if ticket.local else self.store).settle(
+                ticket, None if usage is None else usage.total_tokens, outcome.cost
+            )
         if admission.cache_key is not None and admission.may_store and outcome.status == 200:
             entry = None
             capture, content_type = admission.capture, admission.content_type

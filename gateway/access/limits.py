@@ -17,7 +17,7 @@ cannot pass much more than the limit: each reserves its share up front.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -157,6 +157,32 @@ def reserved_tokens(body: bytes) -> int:
     return len(body) // 4 + (answer if answer > 0 else 0)
 
 
+class AnswerBound(Protocol):
+    """The bounds of an answer a request sets, as its first parse read them (the fields
+    of wire/endpoints.py): each as sent, any JSON value, ``None`` when absent."""
+
+    max_tokens: object
+    max_completion_tokens: object
+    max_output_tokens: object
+
+
+def reserved_tokens_read(body: bytes, fields: AnswerBound) -> int:
+    """``reserved_tokens(body)`` from the body's first parse, without reading it again:
+    the same figure, a value that is not an integer included (as ``reserved_tokens``
+    cannot decode such a body, it reserves the default)."""
+    completion = fields.max_completion_tokens
+    output = fields.max_output_tokens
+    answer = fields.max_tokens
+    if completion is not None or output is not None or type(answer) is not int:
+        answer = DEFAULT_COMPLETION_ESTIMATE  # the usual case is max_tokens alone, or none
+        for value in (output, fields.max_tokens, completion):  # the first one set wins
+            if value is not None:
+                if type(value) is not int:  # a bool, a float, a string: not decodable
+                    return len(body) // 4 + DEFAULT_COMPLETION_ESTIMATE
+                answer = value
+    return len(body) // 4 + (answer if answer > 0 else 0)
+
+
 def _spelled(whole: int) -> str:
     """Whole seconds in OpenAI's spelling: ``6s``, ``6m0s``, ``1h2m3s``."""
     hours, rest = divmod(whole, 3600)
@@ -180,26 +206,51 @@ def reset_text(seconds: float) -> str:
     return _SPELLED[whole] if whole <= WINDOW else _spelled(whole)
 
 
+# Header lines many responses share, made once: each reset of the window (whole seconds
+# up to a minute), and each limit (a few values: the keys' and the models').
+_RESETS = tuple(
+    (("x-ratelimit-reset-requests", text), ("x-ratelimit-reset-tokens", text)) for text in _SPELLED
+)
+_LIMIT_REQUESTS: dict[int, tuple[str, str]] = {}
+_LIMIT_TOKENS: dict[int, tuple[str, str]] = {}
+MAX_LIMIT_LINES = 1024  # distinct limits remembered; past it, the memory starts over
+
+
+def _limit_line(lines: dict[int, tuple[str, str]], name: str, limit: int) -> tuple[str, str]:
+    if len(lines) >= MAX_LIMIT_LINES:
+        lines.clear()
+    line = lines[limit] = (name, str(limit))
+    return line
+
+
 def rate_limit_headers(window: Window) -> list[tuple[str, str]]:
     """The ``x-ratelimit-*`` headers OpenAI clients read, for the limits there are.
 
-    Written out rather than built up: every response of a limited key carries them.
+    Every response of a limited key carries them: only the two remaining counts are
+    spelled per request, the other lines are made once.
     """
     limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset = window
-    reset_in = reset_text(reset)
-    headers = []
+    if 1 <= reset <= WINDOW:
+        reset_requests, reset_tokens = _RESETS[math.ceil(reset)]  # as reset_text() rounds
+    else:
+        reset_in = reset_text(reset)
+        reset_requests = ("x-ratelimit-reset-requests", reset_in)
+        reset_tokens = ("x-ratelimit-reset-tokens", reset_in)
+    requests = tokens = ()
     if limit_requests is not None:
         remaining = remaining_requests or 0
-        headers += (
-            ("x-ratelimit-limit-requests", str(limit_requests)),
+        requests = (
+            _LIMIT_REQUESTS.get(limit_requests)
+            or _limit_line(_LIMIT_REQUESTS, "x-ratelimit-limit-requests", limit_requests),
             ("x-ratelimit-remaining-requests", str(remaining) if remaining > 0 else "0"),
-            ("x-ratelimit-reset-requests", reset_in),
+            reset_requests,
         )
     if limit_tokens is not None:
         remaining = remaining_tokens or 0
-        headers += (
-            ("x-ratelimit-limit-tokens", str(limit_tokens)),
+        tokens = (
+            _LIMIT_TOKENS.get(limit_tokens)
+            or _limit_line(_LIMIT_TOKENS, "x-ratelimit-limit-tokens", limit_tokens),
             ("x-ratelimit-remaining-tokens", str(remaining) if remaining > 0 else "0"),
-            ("x-ratelimit-reset-tokens", reset_in),
+            reset_tokens,
         )
-    return headers
+    return [*requests, *tokens]

@@ -127,6 +127,10 @@ class Gateway:
                 builtin.append(access.key_hook())
             builtin.append(access)
         self.hooks = Hooks([*builtin, *hooks])
+        # The usual authentication: one plain hook (the key list, or the virtual keys in
+        # this process), called directly: no coroutine per request.
+        only = self.hooks.authenticate
+        self._sole_authenticate = only[0][0] if len(only) == 1 and not only[0][1] else None
         self.limits = limits or Limits()
         self.prices = prices or Prices()
         self._prices = self.prices if self.prices else None  # None: nothing to price
@@ -322,7 +326,18 @@ class Gateway:
             self._tasks.discard(asyncio.current_task(self._loop))  # nor in flight
             return await probe(request)
         if self.hooks.authenticate:
-            await self._authenticate(ctx, request)
+            secret = presented_key(request.headers)
+            authenticate = self._sole_authenticate
+            if authenticate is not None:
+                identity = authenticate(ctx, secret)
+            else:
+                identity = await self.hooks.authenticate.first(ctx, secret)
+            if identity is None:
+                raise _unauthenticated(secret)
+            ctx.identity = identity
+            ctx.outcome.key = (
+                identity if isinstance(identity, str) else getattr(identity, "id", None)
+            )
         # One pass over the headers: the ones to forward, and the block's size (431).
         forwarded = forwardable_headers(request.headers, limits.max_header_bytes)
         upgrade = request.headers.get("upgrade")
@@ -343,18 +358,6 @@ class Gateway:
         if request.path.startswith("/v1/"):
             return await self.pipeline.passthrough(ctx, request, body, forwarded)
         raise NotFoundError(f"Unknown path: {request.path}", code="unknown_url")
-
-    async def _authenticate(self, ctx: RequestContext, request: Request) -> None:
-        key = presented_key(request.headers)
-        identity = await self.hooks.authenticate.first(ctx, key)
-        if identity is None:
-            raise AuthenticationError(
-                "Incorrect API key provided."
-                if key
-                else "No API key provided. Send it as 'Authorization: Bearer <key>'."
-            )
-        ctx.identity = identity
-        ctx.outcome.key = identity if isinstance(identity, str) else getattr(identity, "id", None)
 
     async def _health(self, request: Request) -> Response:
         return json_response(200, _HEALTH)
@@ -485,6 +488,14 @@ class Gateway:
         while self.in_flight and self._loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return not self.in_flight
+
+
+def _unauthenticated(secret: str | None) -> AuthenticationError:
+    return AuthenticationError(
+        "Incorrect API key provided."
+        if secret
+        else "No API key provided. Send it as 'Authorization: Bearer <key>'."
+    )
 
 
 async def _maybe_await(result: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -21,28 +21,38 @@ T = TypeVar("T")
 NOT_SENT = msgspec.Raw()  # a field the body does not have (empty: no JSON value is)
 
 
-class ChatFields(msgspec.Struct):
+class _Bounds(msgspec.Struct, kw_only=True):
+    """What bounds the answer, read as sent (any JSON value: validating it is the
+    upstream's to do), so that a key's token limit reserves it without a second pass over
+    the body (access/limits.py ``reserved_tokens_read``)."""
+
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    max_output_tokens: Any = None  # the Responses API's name
+
+
+class ChatFields(_Bounds):
     model: str
     messages: list[msgspec.Raw]
     stream: bool | None = None
     stream_options: msgspec.Raw = NOT_SENT  # kept raw: only its presence is read
 
 
-class CompletionFields(msgspec.Struct):
+class CompletionFields(_Bounds):
     model: str
     prompt: msgspec.Raw
     stream: bool | None = None
     stream_options: msgspec.Raw = NOT_SENT
 
 
-class EmbeddingFields(msgspec.Struct):
+class EmbeddingFields(_Bounds):
     model: str
     input: msgspec.Raw
     stream: bool | None = None  # not an embeddings option; read so every endpoint has it
     stream_options: msgspec.Raw = NOT_SENT
 
 
-class ResponsesFields(msgspec.Struct):
+class ResponsesFields(_Bounds):
     """OpenAI's Responses API: ``input`` may be left out when a stored response goes on."""
 
     model: str
@@ -52,7 +62,7 @@ class ResponsesFields(msgspec.Struct):
     stream_options: msgspec.Raw = NOT_SENT
 
 
-class AnyFields(msgspec.Struct):
+class AnyFields(_Bounds):
     """Any other JSON body: a model, when there is one, picks the provider."""
 
     model: str | None = None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import msgspec
+
 from ..keys import Key
 from ..limits import Refusal, Scope, Window
 
@@ -34,45 +36,30 @@ class Budget:
         self.ttl = ttl  # seconds the period's spend must be kept (None: forever)
 
 
-class Ticket:
-    """What an admission took, so that its settlement can give back or add to it."""
+class Ticket(msgspec.Struct, eq=False, gc=False):
+    """What an admission took, so that its settlement can give back or add to it.
 
-    __slots__ = ("budget", "leased", "local", "minute", "request_id", "scopes", "tokens")
+    A Struct, as ``Verdict`` is: every admitted request makes one, and a Struct is made
+    in C (a plain class's ``__init__`` is a Python call); out of the cyclic collector's
+    sight, as it refers to nothing that could refer back to it."""
 
-    def __init__(
-        self,
-        request_id: str,
-        minute: int,
-        scopes: Sequence[Scope],
-        tokens: int,
-        budget: Budget | None,
-    ) -> None:
-        self.request_id = request_id
-        self.minute = minute
-        self.scopes = scopes  # those that admitted the request (and hold its slot)
-        self.tokens = tokens  # reserved in each scope with a token limit
-        self.budget = budget
-        self.local = False  # admitted by this worker alone (the shared store was down)
-        self.leased: tuple[str, ...] = ()  # scopes whose request slot is a leased one
+    request_id: str
+    minute: int
+    scopes: Sequence[Scope]  # those that admitted the request (and hold its slot)
+    tokens: int  # reserved in each scope with a token limit
+    budget: Budget | None
+    local: bool = False  # admitted by this worker alone (the shared store was down)
+    leased: tuple[str, ...] = ()  # scopes whose request slot is a leased one
 
 
-class Verdict:
+class Verdict(msgspec.Struct, eq=False, gc=False):
     """What the store said: refused (and why), or admitted (with what it reserved);
     the answer cached for the request, if there was one."""
 
-    __slots__ = ("cached", "refusal", "ticket", "window")
-
-    def __init__(
-        self,
-        ticket: Ticket,
-        refusal: Refusal | None = None,
-        window: Window | None = None,
-        cached: bytes | None = None,
-    ) -> None:
-        self.ticket = ticket
-        self.refusal = refusal
-        self.window = window  # the first scope's counts, for the x-ratelimit-* headers
-        self.cached = cached
+    ticket: Ticket
+    refusal: Refusal | None = None
+    window: Window | None = None  # the first scope's counts, for the x-ratelimit-* headers
+    cached: bytes | None = None
 
 
 class StoreUnavailable(Exception):

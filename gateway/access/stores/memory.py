@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from math import trunc
 
 from ..keys import Key
 from ..limits import PARALLEL_TTL, WINDOW, Refusal, Scope, Window, retry_after
@@ -94,6 +95,8 @@ class MemoryStore:
         self.cache = Cache(cache_bytes)
         self.states = Cache(state_bytes)  # the oldest go first when it is full
         self._clock = time.time
+        self._minute = -1  # the clock minute of the last admission, and when it began
+        self._minute_start = float("inf")
 
     async def start(self, listen: bool = True) -> None:
         pass
@@ -142,15 +145,21 @@ class MemoryStore:
     ) -> Verdict:
         """``admit`` without awaiting anything (also the fallback of a Redis store).
 
-        Every admitted request of a limited key comes through here: the minute and the
-        previous minute's weight are worked out inline, once, rather than by helpers.
+        Every admitted request of a limited key comes through here, so the usual case
+        is written out for as little work as can be: the clock minute is worked out
+        once per minute, and each scope's counts are taken as it admits the request
+        (given back should a later scope, or the budget, refuse it).
         """
-        this_minute = int(now // WINDOW)  # limits.minute()
+        start = self._minute_start
+        if not start <= now < start + WINDOW:
+            start = self._new_minute(now)
+        this_minute = self._minute
         if cache_key is not None:
             cached = self.cache.get(cache_key, now)
             if cached is not None:  # a hit costs nothing
                 return Verdict(Ticket(request_id, this_minute, (), tokens, None), cached=cached)
-        weight = 1.0 - (now % WINDOW) / WINDOW  # limits.weight_of_previous()
+        into = now - start  # now % WINDOW, exactly (Sterbenz), without an fmod per request
+        weight = 1.0 - into / WINDOW  # limits.weight_of_previous()
         minutes = self._minutes
         window = None
         for scope in scopes:
@@ -162,41 +171,59 @@ class MemoryStore:
             used_requests = counts.previous_requests * weight + counts.requests
             used_tokens = counts.previous_tokens * weight + counts.tokens
             rpm, tpm, max_parallel = scope.limits
-            refusal = None
             if (
                 (rpm and used_requests + 1 > rpm)
                 or (tpm and used_tokens + tokens > tpm)
                 or max_parallel
             ):  # else there is room under both minute limits, and no slots to count
                 refusal = self._refusal(scope, counts, used_requests, used_tokens, tokens, now)
+                if refusal is not None:
+                    self._give_back(scopes[: scopes.index(scope)], request_id, tokens)
+                    if window is None:
+                        limits = scope.limits
+                        window = Window.of(limits, used_requests, used_tokens, tokens, False, now)
+                    refused = Ticket(request_id, this_minute, (), tokens, None)
+                    return Verdict(refused, refusal, window)
             if window is None:  # the first scope's, for the headers: Window.of(), inline
-                taken = refusal is None
-                window = tuple.__new__(
+                window = tuple.__new__(  # (trunc: int() of a float, without a type call)
                     Window,
                     (
                         rpm,
-                        None if rpm is None else int(rpm - used_requests - taken),
+                        None if rpm is None else trunc(rpm - used_requests - 1),
                         tpm,
-                        None if tpm is None else int(tpm - used_tokens - tokens * taken),
-                        WINDOW - now % WINDOW,
+                        None if tpm is None else trunc(tpm - used_tokens - tokens),
+                        WINDOW - into,
                     ),
                 )
-            if refusal is not None:
-                return Verdict(Ticket(request_id, this_minute, (), tokens, None), refusal, window)
-        if budget is not None and self._spend.get((budget.key_id, budget.period), 0.0) >= (
-            budget.amount
-        ):
-            refusal = Refusal("key:" + budget.key_id, "budget", budget.ttl or 0.0)
-            return Verdict(Ticket(request_id, this_minute, (), tokens, None), refusal, window)
-        for scope in scopes:
-            counts = minutes[scope.id]
             counts.requests += 1
-            _, tpm, max_parallel = scope.limits
             if tpm:
                 counts.tokens += tokens
             if max_parallel:
                 self._parallel[scope.id][request_id] = now + PARALLEL_TTL
+        if budget is not None and self._spend.get((budget.key_id, budget.period), 0.0) >= (
+            budget.amount
+        ):
+            self._give_back(scopes, request_id, tokens)
+            refusal = Refusal("key:" + budget.key_id, "budget", budget.ttl or 0.0)
+            return Verdict(Ticket(request_id, this_minute, (), tokens, None), refusal, window)
         return Verdict(Ticket(request_id, this_minute, scopes, tokens, budget), window=window)
+
+    def _new_minute(self, now: float) -> float:
+        """The clock minute ``now`` falls in, remembered until it is over; its start."""
+        self._minute = minute = int(now // WINDOW)  # limits.minute()
+        self._minute_start = start = minute * WINDOW
+        return start
+
+    def _give_back(self, scopes: Sequence[Scope], request_id: str, tokens: int) -> None:
+        """Untake what ``admit_now`` took of ``scopes`` for a request it then refused."""
+        for scope in scopes:
+            counts = self._minutes[scope.id]
+            _, tpm, max_parallel = scope.limits
+            counts.requests -= 1
+            if tpm:
+                counts.tokens -= tokens
+            if max_parallel:
+                self._parallel[scope.id].pop(request_id, None)
 
     def _refusal(
         self,
@@ -226,19 +253,22 @@ class MemoryStore:
     def settle(
         self, ticket: Ticket, tokens: int | None, cost: float | None, refund: bool = False
     ) -> None:
+        used = tokens or 0
         for scope in ticket.scopes:
             _, tpm, max_parallel = scope.limits
-            counts = self._minutes.get(scope.id)
-            if counts is not None:
-                adjustment = (tokens or 0) - ticket.tokens if tpm else 0
+            adjustment = used - ticket.tokens if tpm else 0
+            counts = self._minutes.get(scope.id) if adjustment or refund else None
+            if counts is not None:  # (x if x > 0.0 else 0.0: max(0.0, x) without a call)
                 if counts.minute == ticket.minute:
                     if adjustment:
-                        counts.tokens = max(0.0, counts.tokens + adjustment)
+                        left = counts.tokens + adjustment
+                        counts.tokens = left if left > 0.0 else 0.0
                     if refund:
                         counts.requests = max(0.0, counts.requests - 1)
                 elif counts.minute == ticket.minute + 1:
                     if adjustment:
-                        counts.previous_tokens = max(0.0, counts.previous_tokens + adjustment)
+                        left = counts.previous_tokens + adjustment
+                        counts.previous_tokens = left if left > 0.0 else 0.0
                     if refund:
                         counts.previous_requests = max(0.0, counts.previous_requests - 1)
             if max_parallel:
