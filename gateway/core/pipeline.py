@@ -18,7 +18,7 @@ from ..observability.usage import UsageStripper, usage_of_stream_tail
 from ..providers import UpstreamRequest
 from ..translate.responses.usage import usage_of_response_stream
 from ..wire import multipart
-from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, RESPONSES, Endpoint
+from ..wire.endpoints import CHAT, COMPLETIONS, NOT_SENT, PASSTHROUGH, RESPONSES, Endpoint, Fields
 from ..wire.headers import HeaderList
 from ..wire.http import Request, Response, StreamingResponse, json_response
 from ..wire.types import Model, ModelList
@@ -103,7 +103,9 @@ class Pipeline:
         ctx.outcome.endpoint = endpoint.name
         fields = endpoint.parse(json_body(body))
         model, stream, options = fields.model, fields.stream, fields.stream_options
-        return await self.forward(ctx, request, headers, endpoint, body, model, stream, options)
+        return await self.forward(
+            ctx, request, headers, endpoint, body, model, stream, options, fields
+        )
 
     async def list_models(
         self, ctx: RequestContext, request: Request, body: bytes, headers: HeaderList
@@ -153,6 +155,7 @@ class Pipeline:
         model: str | None,
         stream: bool | None,
         stream_options: msgspec.Raw = NOT_SENT,
+        fields: Fields | None = None,
     ) -> AnyResponse:
         route = self.registry.resolve(model) if model is not None else self._default_route()
         outcome = ctx.outcome
@@ -179,8 +182,15 @@ class Pipeline:
                     outcome.model = model = new_model
         access = self.access
         if access is not None:
+            sent = outgoing.body
             hit = await access.admit(
-                ctx, route, endpoint.name, outgoing.body, bool(stream), request.headers
+                ctx,
+                route,
+                endpoint.name,
+                sent,
+                bool(stream),
+                request.headers,
+                fields if sent is body else None,  # the body parsed, unchanged by a hook
             )
             if hit is not None:
                 strip_usage = bool(stream) and not _asks_for_usage(stream_options)
@@ -191,15 +201,16 @@ class Pipeline:
         answer = await self.forwarder.exchange(ctx, route, outgoing, model)
         upstream = answer.upstream
         outcome.upstream_request_id = upstream.request_id
-        response_headers = [*upstream.headers, *answer.headers]
+        admission = ctx.admission
+        upstream_headers = upstream.headers
+        if admission is not None and admission.headers:
+            # The gateway's limits, not the upstream's, in one set (a slice: no call).
+            upstream_headers = [h for h in upstream_headers if h[0][:12] != "x-ratelimit-"]
+        response_headers = [*upstream_headers, *answer.headers]
         if outcome.cache is not None:
             response_headers.append(("x-gateway-cache", outcome.cache))
-        admission = ctx.admission
         if admission is not None:
-            if admission.headers:  # the gateway's limits, not the upstream's, in one set
-                response_headers = [
-                    h for h in response_headers if not h[0].startswith("x-ratelimit-")
-                ]
+            if admission.headers:
                 response_headers += admission.headers
             if admission.cache_key is not None and admission.may_store:
                 admission.capture = [] if answer.streamed else [answer.content]
