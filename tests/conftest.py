@@ -34,6 +34,19 @@ def start_gateway(
     return GatewayProcess(env, server, log).wait_ready()
 
 
+def gateway_pair(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]
+) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two gateways on one settings (one per server), stopped after: a fixture's body."""
+    gateways = (
+        start_gateway(tmp_path_factory, "granian", env),
+        start_gateway(tmp_path_factory, "robyn", env),
+    )
+    yield gateways
+    for gateway in gateways:
+        gateway.stop()
+
+
 def upstream_env(upstream: Upstream, **extra: str) -> dict[str, str]:
     return {
         "OPENAI_BASE_URL": upstream.base_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -176,6 +177,18 @@ async def pushed(response) -> bytes:
     return b"".join(chunks)
 
 
+def chunk_hook(kind: str, hook: Any) -> object:
+    """``hook`` itself ("plain"), or an async hook doing the same ("async")."""
+    if kind == "plain":
+        return hook
+
+    class Later:
+        async def on_chunk(self, ctx, event):
+            hook.on_chunk(ctx, event)
+
+    return Later()
+
+
 @pytest.mark.parametrize("read", [body_of, pushed], ids=["iterated", "pushed"])
 @pytest.mark.parametrize("kind", ["plain", "async"])
 async def test_a_chunk_hook_failure_ends_the_stream_with_an_error_event(upstream, read, kind):
@@ -184,12 +197,7 @@ async def test_a_chunk_hook_failure_ends_the_stream_with_an_error_event(upstream
             if b"tok2" in event.raw:
                 raise RuntimeError("boom")
 
-    class BreaksLater:
-        async def on_chunk(self, ctx, event):
-            Breaks.on_chunk(self, ctx, event)
-
-    hook = Breaks() if kind == "plain" else BreaksLater()
-    async with Gateway(provider(upstream), hooks=[hook]) as gateway:
+    async with Gateway(provider(upstream), hooks=[chunk_hook(kind, Breaks())]) as gateway:
         response = await gateway.handle(chat_request("sse:4", stream=True))
         body = await read(response)
     events = [e for e in body.split(b"\n\n") if e]
@@ -212,12 +220,7 @@ async def test_chunk_hooks_see_whole_events_of_reads_split_anywhere(upstream, re
             if event.data is not None and not event.is_done:
                 event.data = event.data.replace(b"part", b"PART")
 
-    class UpperLater:
-        async def on_chunk(self, ctx, event):
-            Upper.on_chunk(self, ctx, event)
-
-    hook = Upper() if kind == "plain" else UpperLater()
-    async with Gateway(provider(upstream), hooks=[hook]) as gateway:
+    async with Gateway(provider(upstream), hooks=[chunk_hook(kind, Upper())]) as gateway:
         response = await gateway.handle(chat_request("sse-split:6", stream=True))
         body = await read(response)
     events = body.split(b"\n\n")

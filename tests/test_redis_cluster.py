@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import test_admin as admin_api
-from tests.conftest import start_gateway, upstream_env
+from tests.conftest import gateway_pair, start_gateway, upstream_env
 from tests.gateway_process import GatewayProcess
 from tests.redis_cluster import ClusterNode, RedisCluster
 from tests.test_shared_deployments import HINTED_MODEL, assert_deployment_counts_shared
@@ -60,13 +60,7 @@ def pair(
         GATEWAY_REDIS_TIMEOUT="0.2",
         GATEWAY_CONFIG=str(config),
     )
-    gateways = (
-        start_gateway(tmp_path_factory, "granian", env),
-        start_gateway(tmp_path_factory, "robyn", env),
-    )
-    yield gateways
-    for gateway in gateways:
-        gateway.stop()
+    yield from gateway_pair(tmp_path_factory, env)
 
 
 def within_one_minute(needed: float) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import start_gateway, upstream_env
+from tests.conftest import gateway_pair, upstream_env
 from tests.gateway_process import GatewayProcess
 from tests.redis_server import RedisServer
 from tests.test_shared_state import chat, sha
@@ -57,13 +57,7 @@ def pair(
     env = upstream_env(
         upstream_server, GATEWAY_REDIS_URL=redis_server.url, GATEWAY_CONFIG=str(config)
     )
-    gateways = (
-        start_gateway(tmp_path_factory, "granian", env),
-        start_gateway(tmp_path_factory, "robyn", env),
-    )
-    yield gateways
-    for gateway in gateways:
-        gateway.stop()
+    yield from gateway_pair(tmp_path_factory, env)
 
 
 def test_the_deployments_minute_counts_are_shared_through_redis(pair, redis_server):
