@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import weakref
 from typing import Any
 
 import msgspec
@@ -204,6 +207,66 @@ async def test_a_chunk_hook_failure_ends_the_stream_with_an_error_event(upstream
     assert b"tok0" in events[0] and b"tok1" in events[1]
     assert json.loads(events[-1][6:])["error"]["code"] == "internal_error"
     assert b"[DONE]" not in body
+
+
+@pytest.mark.parametrize("read", [body_of, pushed], ids=["iterated", "pushed"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_an_event_a_hook_broke_ends_the_stream_with_an_error_event(upstream, read, kind):
+    """A hook that leaves an event unwritable (its data a str, not bytes): the stream ends
+    with the error event, as when a hook raises — nothing escapes into the server."""
+    ended: list[str] = []
+
+    class Spoils:
+        def on_chunk(self, ctx, event):
+            if event.data is not None and b"tok1" in event.data:
+                event.data = "not bytes"
+
+    class Watch:
+        def on_complete(self, ctx):
+            ended.append(ctx.outcome.outcome)
+
+    hooks = [chunk_hook(kind, Spoils()), Watch()]
+    async with Gateway(provider(upstream), hooks=hooks) as gateway:
+        body = await read(await gateway.handle(chat_request("sse:4", stream=True)))
+    events = [e for e in body.split(b"\n\n") if e]
+    assert b"tok1" not in body  # (nor the rest of its read: it cannot be written)
+    assert json.loads(events[-1][6:])["error"]["code"] == "internal_error"
+    assert b"[DONE]" not in body and ended == ["stream_broken"]
+
+
+async def test_a_hook_failure_does_not_hold_the_servers_writer(upstream):
+    """The error a chunk hook raised leads back, through its traceback, to the frame that
+    wrote the stream: once the stream is over nothing keeps it, so the server's writer
+    (Granian's transport) is let go at once, not at the next cyclic collection."""
+
+    class Breaks:
+        def on_chunk(self, ctx, event):
+            if event.data is not None and b"tok2" in event.data:
+                raise RuntimeError("boom")
+
+    class Writer:
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        async def __call__(self, chunk: bytes) -> None:
+            self.chunks.append(chunk)
+
+    gateway_log = logging.getLogger("gateway")
+    gateway_log.disabled = True  # (pytest keeps log records, and their tracebacks, for its report)
+    gc.disable()
+    try:
+        async with Gateway(provider(upstream), hooks=[Breaks()]) as gateway:
+            for model in ("sse:4", "sse:3"):  # a hook failing mid-stream, then on the last
+                writer = Writer()
+                response = await gateway.handle(chat_request(model, stream=True))
+                await response.send_to(writer)
+                assert b"internal_error" in writer.chunks[-1]
+                gone = weakref.ref(writer)
+                del writer, response
+                assert gone() is None
+    finally:
+        gc.enable()
+        gateway_log.disabled = False
 
 
 @pytest.mark.parametrize("read", [body_of, pushed], ids=["iterated", "pushed"])

@@ -51,8 +51,8 @@ class ChunkHooks:
 
     def feed(self, chunk: bytes) -> bytes:
         """What a read of the stream becomes (``b""``: nothing yet). Plain hooks only."""
-        datas = self._split(chunk)
         try:
+            datas = self._split(chunk)
             if datas is not None:
                 if not datas:
                     return b""
@@ -61,25 +61,30 @@ class ChunkHooks:
             events = self._splitter.feed(chunk)
             if not events:
                 return b""
-            kept = self._chain.rest(events, False)
+            return self._out(chunk, events, self._chain.rest(events, False))
         except _HookFailed as failed:
             return self._failed(failed)
-        return self._out(chunk, events, kept)
+        except Exception as error:  # what a hook left cannot go out (data set to a str, say)
+            self.failure = error
+            return b""
 
     async def feed_async(self, chunk: bytes) -> bytes:
         """``feed`` for hooks among which some are ``async``."""
-        datas = self._split(chunk)
-        usual = datas is not None
-        items = datas if datas is not None else self._splitter.feed(chunk)
-        if not items:
-            return b""
         try:
+            datas = self._split(chunk)
+            usual = datas is not None
+            items = datas if datas is not None else self._splitter.feed(chunk)
+            if not items:
+                return b""
             kept = await self._chain.through(items, usual)
+            if usual:
+                return self._splitter.whole if kept is None else events_bytes(kept)
+            return self._out(chunk, items, kept)
         except _HookFailed as failed:
             return self._failed(failed)
-        if usual:
-            return self._splitter.whole if kept is None else events_bytes(kept)
-        return self._out(chunk, items, kept)
+        except Exception as error:  # (as in feed)
+            self.failure = error
+            return b""
 
     def end(self) -> bytes:
         """The stream is over: its last event, if it came without its blank line."""
@@ -87,10 +92,12 @@ class ChunkHooks:
         if rest is None:
             return b""
         try:
-            kept = self._chain.rest([rest], False)
+            return self._out(None, [rest], self._chain.rest([rest], False))
         except _HookFailed as failed:
             return self._failed(failed)
-        return self._out(None, [rest], kept)
+        except Exception as error:  # (as in feed)
+            self.failure = error
+            return b""
 
     async def end_async(self) -> bytes:
         """``end`` for hooks among which some are ``async``."""
@@ -98,10 +105,12 @@ class ChunkHooks:
         if rest is None:
             return b""
         try:
-            kept = await self._chain.through([rest], False)
+            return self._out(None, [rest], await self._chain.through([rest], False))
         except _HookFailed as failed:
             return self._failed(failed)
-        return self._out(None, [rest], kept)
+        except Exception as error:  # (as in feed)
+            self.failure = error
+            return b""
 
     def _out(self, chunk: bytes | None, events: list[bytes], kept: list[bytes] | None) -> bytes:
         if kept is not None:

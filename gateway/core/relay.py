@@ -143,9 +143,13 @@ class Relay:
                 if not chunk:
                     if rest := self._over():
                         await send(rest)
-                    failure = hooks.failure if hooks is not None else None
-                    if failure is not None and (tail := await self._broke(failure)):
-                        await send(tail)  # a hook raised on the last
+                    # (hooks.failure read, not kept: its traceback leads back to this frame)
+                    if (
+                        hooks is not None
+                        and hooks.failure is not None
+                        and (tail := await self._broke(hooks.failure))
+                    ):
+                        await send(tail)  # a hook raised on the last event
                     return
                 if chunk := took(chunk):
                     await send(chunk)
@@ -204,9 +208,13 @@ class Relay:
                 if not chunk:
                     if rest := self._over():
                         yield rest
-                    failure = hooks.failure if hooks is not None else None
-                    if failure is not None and (tail := await self._broke(failure)):
-                        yield tail  # a hook raised on the last
+                    # (hooks.failure read, not kept: its traceback leads back to this frame)
+                    if (
+                        hooks is not None
+                        and hooks.failure is not None
+                        and (tail := await self._broke(hooks.failure))
+                    ):
+                        yield tail  # a hook raised on the last event
                     return
                 if chunk := took(chunk):
                     yield chunk
@@ -296,6 +304,8 @@ class Relay:
         if self._how is not STREAMED:
             self._close_upstream()  # unfinished: drop the connection, the upstream stops
         failure, self._failure = self._failure, None
+        if self._hooks is not None:
+            self._hooks.failure = None
         # (Not kept: its traceback holds pump()'s frame, whose `send` holds Granian's
         # transport, which must be let go for the response to end.)
         self._on_end(ctx, self._how, failure)
