@@ -144,9 +144,10 @@ def test_shared_minute_counts_hold_for_a_worker_that_sent_nothing_this_minute():
     a.started(10.0)  # a request in an earlier minute
     a.shared(70.0, 4, 0)  # the other workers used the hint up this minute
     assert {balancer.pick(71.0).provider.name for _ in range(6)} == {"p1"}
-    a.shared(71.0, 2, 0)  # a total never lowers what this worker counted itself
-    assert a.minute_requests == 4
-    assert {balancer.pick(121.0).provider.name for _ in range(6)} == {"p0", "p1"}  # next minute
+    # The store's minute turned: its totals (this worker's own included) replace the count.
+    a.shared(72.0, 1, 0)
+    assert a.minute_requests == 1
+    assert {balancer.pick(72.5).provider.name for _ in range(6)} == {"p0", "p1"}
 
 
 def test_cooldown_entry_and_exit_and_all_cooling_takes_the_least_recently_failed():

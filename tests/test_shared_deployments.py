@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.access.control import AccessControl
 from tests.conftest import gateway_pair, upstream_env
 from tests.gateway_process import GatewayProcess
 from tests.redis_server import RedisServer
@@ -63,3 +64,14 @@ def pair(
 def test_the_deployments_minute_counts_are_shared_through_redis(pair, redis_server):
     redis_server.command("FLUSHALL")
     assert_deployment_counts_shared(*pair, SECRET)
+
+
+def test_each_share_reports_what_came_since_the_last_one():
+    """A worker's own counts only grow; each share adds to the current minute's totals
+    what came since the last share — the first share of a new minute too (it once added
+    everything the worker had ever sent, so a busy deployment looked past its hint for
+    good), and a share that failed is told with the next one."""
+    access = AccessControl()
+    assert access._deployment_deltas({"d": (5, 50)}) == {"d": (5, 50)}
+    access._reported.update({"d": (5, 50)})
+    assert access._deployment_deltas({"d": (7, 80)}) == {"d": (2, 30)}

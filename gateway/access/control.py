@@ -142,7 +142,6 @@ class AccessControl:
         self._registry: ModelRegistry | None = None
         self._aliases: dict[str, str] = {}
         self._sync: asyncio.Task[None] | None = None
-        self._shared_minute = -1
         self._reported: dict[str, tuple[int, int]] = {}
         self._cache_results = self._failures = self._limited = None
         if metrics is not None:
@@ -526,23 +525,27 @@ class AccessControl:
             deployments = [d for d in self._registry.deployments() if d.rpm or d.tpm]
             if not deployments:
                 continue
-            loop_minute = int(time.time() // 60)
-            deltas = {}
-            for d in deployments:
-                reported = self._reported.get(d.name, (0, 0))
-                if loop_minute != self._shared_minute:
-                    reported = (0, 0)
-                deltas[d.name] = (d.own_requests - reported[0], d.own_tokens - reported[1])
-                self._reported[d.name] = (d.own_requests, d.own_tokens)
-            self._shared_minute = loop_minute
+            counted = {d.name: (d.own_requests, d.own_tokens) for d in deployments}
             try:
-                totals = await store.share_minute(loop_minute, deltas)
+                totals = await store.share_minute(
+                    int(time.time() // 60), self._deployment_deltas(counted)
+                )
             except StoreUnavailable:
-                continue
+                continue  # told with the next share
+            self._reported.update(counted)
             now = asyncio.get_running_loop().time()  # the deployments' clock
             for d in deployments:
                 requests, tokens = totals.get(d.name, (0, 0))
                 d.shared(now, requests, tokens)
+
+    def _deployment_deltas(self, counted: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        """This worker's requests and tokens per deployment (``counted``: ever) since it
+        last shared them — what goes into the current minute's totals."""
+        deltas = {}
+        for name, (requests, tokens) in counted.items():
+            reported_requests, reported_tokens = self._reported.get(name, (0, 0))
+            deltas[name] = (requests - reported_requests, tokens - reported_tokens)
+        return deltas
 
 
 class _KeyAuth:

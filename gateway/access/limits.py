@@ -175,7 +175,9 @@ def reserved_tokens_read(body: bytes, fields: AnswerBound) -> int:
     answer = fields.max_tokens
     if completion is not None or output is not None or type(answer) is not int:
         answer = DEFAULT_COMPLETION_ESTIMATE  # the usual case is max_tokens alone, or none
-        for value in (output, fields.max_tokens, completion):  # the first one set wins
+        # The last one set wins: completion, then max_tokens, then output, as
+        # reserved_tokens reads them.
+        for value in (output, fields.max_tokens, completion):
             if value is not None:
                 if type(value) is not int:  # a bool, a float, a string: not decodable
                     return len(body) // 4 + DEFAULT_COMPLETION_ESTIMATE

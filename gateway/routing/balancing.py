@@ -115,13 +115,11 @@ class Deployment:
             self.own_tokens += tokens
 
     def shared(self, now: float, requests: int, tokens: int) -> None:
-        """Every worker's requests and tokens this minute, from the shared store — also
-        for a worker that has sent this deployment nothing yet this minute."""
-        minute = int(now // 60)
-        if minute != self._minute:
-            self._minute, self.minute_requests, self.minute_tokens = minute, 0, 0
-        self.minute_requests = max(self.minute_requests, requests)
-        self.minute_tokens = max(self.minute_tokens, tokens)
+        """Every worker's requests and tokens this minute (this one's included), from the
+        shared store: they replace this worker's own count — also one of an earlier
+        minute, and one that went on from a minute the store has turned since."""
+        self._minute = int(now // 60)
+        self.minute_requests, self.minute_tokens = requests, tokens
 
     def failed(self, now: float, cooldown: Cooldown) -> bool:
         """Count a failure; ``True`` when it sends the deployment into cooldown."""
