@@ -17,6 +17,7 @@ cannot pass much more than the limit: each reserves its share up front.
 from __future__ import annotations
 
 import math
+from math import ceil
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -233,26 +234,35 @@ def rate_limit_headers(window: Window) -> list[tuple[str, str]]:
     """
     limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset = window
     if 1 <= reset <= WINDOW:
-        reset_requests, reset_tokens = _RESETS[math.ceil(reset)]  # as reset_text() rounds
+        reset_requests, reset_tokens = _RESETS[ceil(reset)]  # as reset_text() rounds
     else:
         reset_in = reset_text(reset)
         reset_requests = ("x-ratelimit-reset-requests", reset_in)
         reset_tokens = ("x-ratelimit-reset-tokens", reset_in)
-    requests = tokens = ()
     if limit_requests is not None:
-        remaining = remaining_requests or 0
-        requests = (
+        requests = [
             _LIMIT_REQUESTS.get(limit_requests)
             or _limit_line(_LIMIT_REQUESTS, "x-ratelimit-limit-requests", limit_requests),
-            ("x-ratelimit-remaining-requests", str(remaining) if remaining > 0 else "0"),
+            (
+                "x-ratelimit-remaining-requests",
+                # (set with its limit)
+                str(remaining_requests) if remaining_requests > 0 else "0",  # type: ignore[operator]
+            ),
             reset_requests,
-        )
-    if limit_tokens is not None:
-        remaining = remaining_tokens or 0
-        tokens = (
-            _LIMIT_TOKENS.get(limit_tokens)
-            or _limit_line(_LIMIT_TOKENS, "x-ratelimit-limit-tokens", limit_tokens),
-            ("x-ratelimit-remaining-tokens", str(remaining) if remaining > 0 else "0"),
-            reset_tokens,
-        )
-    return [*requests, *tokens]
+        ]
+        if limit_tokens is None:
+            return requests
+    elif limit_tokens is None:
+        return []
+    else:
+        requests = []
+    requests += (
+        _LIMIT_TOKENS.get(limit_tokens)
+        or _limit_line(_LIMIT_TOKENS, "x-ratelimit-limit-tokens", limit_tokens),
+        (
+            "x-ratelimit-remaining-tokens",
+            str(remaining_tokens) if remaining_tokens > 0 else "0",  # type: ignore[operator]
+        ),
+        reset_tokens,
+    )
+    return requests
