@@ -4,9 +4,10 @@
 ``shutdown``) plus one step of the pipeline (``admit``, once the model is known):
 
     authenticate  the presented secret -> its key (config file or store), or 401
-    admit         the key's model allow-list (403), then one round trip to the store:
-                  the key's and the model's limits (429 rate_limit_exceeded), the key's
-                  budget (429 insufficient_quota), the cache lookup (a hit is answered)
+    admit         the key's model allow-list (403), then the store: the key's and the
+                  model's limits (429 rate_limit_exceeded), the key's budget (429
+                  insufficient_quota), the cache lookup (a hit is answered) — at once
+                  when the store holds what it needs, else in one round trip
     on_complete   settle: real tokens for the reservation, the slot back, the spend;
                   store the answer in the cache
 
@@ -72,6 +73,7 @@ SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
 # Secrets whose SHA-256 this worker remembers (only secrets of known keys); past it, the
 # memory starts over: an unbounded dict would be an attacker's to fill.
 MAX_KNOWN_SECRETS = 10_000
+_time = time.time
 
 
 class StoreUnavailableError(GatewayError):
@@ -125,8 +127,8 @@ class AccessControl:
         self._admit_now = None if subclassed else getattr(self.store, "admit_now", None)
         # A presented secret's SHA-256, for secrets that authenticated: hashed once.
         self._digests: dict[str, str] = {}
-        # A key's limits as a scope, built once per key record: (the record, its scope).
-        self._key_scopes: dict[str, tuple[Key, Scope | None]] = {}
+        # What admitting a key's requests needs, once per key record (see ``_plan``).
+        self._plans: dict[str, tuple[Key, tuple[Scope, ...], bool]] = {}
         # Budget periods: the one ``now`` is in, while it lasts: (id, start, end).
         self._periods: dict[str, tuple[str, float, float]] = {}
         self.config_keys: dict[str, Key] = {key.secret_sha256: key for key in keys}
@@ -279,40 +281,39 @@ class AccessControl:
         it for this very body: a token limit's reservation reads it, not the body again.
         """
         identity = ctx.identity
-        now = time.time()
-        key_scope = budget = None
+        now = _time()
+        budget = None
         if isinstance(identity, Key):
+            plan = self._plans.get(identity.id)
+            if plan is None or plan[0] is not identity:
+                plan = self._plan(identity)
+            _, scopes, tokens_limited = plan
             if identity.models and not self._allowed(identity, ctx.outcome.model, route):
                 raise PermissionDeniedError(
                     f"This API key is not allowed to use the model `{ctx.outcome.model}`.",
                     param="model",
                     code="model_not_allowed",
                 )
-            remembered = self._key_scopes.get(identity.id)
-            if remembered is not None and remembered[0] is identity:
-                key_scope = remembered[1]
-            else:
-                key_scope = self._key_scope(identity)
             if identity.budget is not None:
                 budget = self._budget(identity, now)
-        model_scope = self.model_scopes.get(route.name) if self.model_scopes else None
+        else:
+            scopes, tokens_limited = (), False
+        if self.model_scopes:
+            model_scope = self.model_scopes.get(route.name)
+            if model_scope is not None:
+                scopes = (*scopes, model_scope)
+                tokens_limited = tokens_limited or bool(model_scope.limits.tpm)
         admission = Admission()
         lookup_key = None
         if self.cache is not None and endpoint in self.cache.endpoints:
             lookup_key = self._cache_lookup(ctx, admission, route, endpoint, body, stream, headers)
-        if model_scope is None:
-            scopes: tuple[Scope, ...] = () if key_scope is None else (key_scope,)
-        else:
-            scopes = (model_scope,) if key_scope is None else (key_scope, model_scope)
         if not scopes and lookup_key is None:
             if admission.cache_key is not None:
                 ctx.admission = admission
             self._count_cache(ctx)
             return None
         tokens = 0
-        if (key_scope is not None and key_scope.limits.tpm) or (
-            model_scope is not None and model_scope.limits.tpm
-        ):
+        if tokens_limited:
             tokens = reserved_tokens(body) if fields is None else reserved_tokens_read(body, fields)
         admit_now = self._admit_now
         verdict = (
@@ -342,21 +343,19 @@ class AccessControl:
             self._count_cache(ctx)
         return None
 
-    def _key_scope(self, key: Key) -> Scope | None:
-        """The key's limits as a scope (``None`` when the key needs no admission), built
-        once per key record: a record changed in the store, or in the file, is a new
-        object, so a remembered scope is only reused for the very record it was made of."""
-        remembered = self._key_scopes.get(key.id)
-        if remembered is not None and remembered[0] is key:
-            return remembered[1]
-        scope = None
+    def _plan(self, key: Key) -> tuple[Key, tuple[Scope, ...], bool]:
+        """What admitting a key's requests needs, worked out once per key record: its
+        limits as a scope (none when the key needs no admission), and whether one of
+        them counts tokens. A record changed in the store, or in the file, is a new
+        object: a remembered plan is only used for the very record it was made of."""
+        scopes: tuple[Scope, ...] = ()
         if key.limited:
             limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
-            scope = Scope("key:" + key.id, limits, f"k:{key.id}")
-        if len(self._key_scopes) >= MAX_KNOWN_SECRETS:
-            self._key_scopes.clear()
-        self._key_scopes[key.id] = (key, scope)
-        return scope
+            scopes = (Scope("key:" + key.id, limits, f"k:{key.id}"),)
+        if len(self._plans) >= MAX_KNOWN_SECRETS:
+            self._plans.clear()
+        plan = self._plans[key.id] = (key, scopes, bool(key.tpm))
+        return plan
 
     def _budget(self, key: Key, now: float) -> Budget:
         """The budget check of a key with a budget: its period, worked out once per period."""
