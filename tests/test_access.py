@@ -111,6 +111,33 @@ async def test_rpm_limit_answers_429_with_retry_after_and_openai_headers():
     assert limited.header("x-ratelimit-limit-requests") == "3"
 
 
+async def test_rate_limit_headers_off_leave_them_out_and_the_limits_hold():
+    """GATEWAY_RATE_LIMIT_HEADERS=off: no x-ratelimit-* header on an answer or on the 429
+    (Retry-After still says when to try again), and the limit counts as before."""
+    secret, record = key("k", rpm=2, tpm=10_000)
+    access = AccessControl(keys=[record], headers=False)
+    async with Gateway(registry(), access=access) as gateway:
+        answers = [await gateway.handle(request(secret)) for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 429]
+    for answer in answers:
+        assert not [name for name, _ in answer.headers if name.startswith("x-ratelimit-")]
+    assert int(answers[2].header("retry-after")) >= 1
+    assert error_of(answers[2])["code"] == "rate_limit_exceeded"
+
+
+def test_rate_limit_headers_are_on_unless_turned_off():
+    from gateway.config.settings import Settings, build_access, load_file
+
+    for value, expected in ((None, True), ("off", False), ("on", True)):
+        environ = {"GATEWAY_REDIS_URL": "redis://127.0.0.1:1"}  # (never reached: not started)
+        if value is not None:
+            environ["GATEWAY_RATE_LIMIT_HEADERS"] = value
+        settings = Settings.from_env(environ)
+        assert settings.rate_limit_headers is expected
+        access = build_access(settings, load_file(settings))
+        assert access is not None and access.headers is expected
+
+
 async def test_model_limits_hold_for_every_caller_together():
     a, key_a = key("a")
     b, key_b = key("b")

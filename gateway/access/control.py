@@ -114,6 +114,7 @@ class AccessControl:
         cache: CacheSettings | None = None,
         failure: str = "open",
         metrics: Metrics | None = None,
+        headers: bool = True,
     ) -> None:
         self.store: Store = store or MemoryStore(cache.max_bytes if cache else 0)
         self.local: MemoryStore = (
@@ -140,6 +141,7 @@ class AccessControl:
         }
         self.cache = cache if cache is not None and cache.enabled else None
         self.failure = failure
+        self.headers = headers  # the x-ratelimit-* headers: on every response of a limited key
         self._logged_at = 0.0
         self._registry: ModelRegistry | None = None
         self._aliases: dict[str, str] = {}
@@ -329,7 +331,7 @@ class AccessControl:
         window = verdict.window
         if refusal is not None:
             self._refuse(refusal, window)
-        if window is not None:
+        if window is not None and self.headers:
             admission.headers = rate_limit_headers(window)
         if verdict.cached is not None:
             entry = decode_entry(verdict.cached)
@@ -441,7 +443,7 @@ class AccessControl:
             f"{refusal.retry_after:.1f} s.",
             retry_after=refusal.retry_after,
         )
-        if window is not None:  # the reset the headers say is the wait Retry-After says
+        if window is not None and self.headers:  # the reset they say is Retry-After's wait
             error.headers += rate_limit_headers(window._replace(reset=refusal.retry_after))
         raise error
 

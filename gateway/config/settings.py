@@ -80,6 +80,7 @@ class Settings:
     redis_failure: str = "open"
     redis_timeout: float = 0.05
     redis_cluster: bool = False
+    rate_limit_headers: bool = True
     responses_ttl: float = 7 * 24 * 3600.0
     responses_builtin_tools: str = "refuse"
     admin_key: str | None = field(default=None, repr=False)
@@ -124,6 +125,7 @@ class Settings:
             redis_failure=env.choice("GATEWAY_REDIS_FAILURE", ("open", "closed"), "open"),
             redis_timeout=env.seconds("GATEWAY_REDIS_TIMEOUT", cls.redis_timeout),
             redis_cluster=env.switch("GATEWAY_REDIS_CLUSTER", cls.redis_cluster),
+            rate_limit_headers=env.switch("GATEWAY_RATE_LIMIT_HEADERS", cls.rate_limit_headers),
             responses_ttl=env.number("GATEWAY_RESPONSES_TTL", float, cls.responses_ttl, 1),
             responses_builtin_tools=env.choice(
                 "GATEWAY_RESPONSES_BUILTIN_TOOLS", ("refuse", "drop"), cls.responses_builtin_tools
@@ -509,7 +511,13 @@ def build_access(
     if not (keys or model_limits or store or cache):
         return None
     return AccessControl(
-        store, keys, model_limits, cache, failure=settings.redis_failure, metrics=metrics
+        store,
+        keys,
+        model_limits,
+        cache,
+        failure=settings.redis_failure,
+        metrics=metrics,
+        headers=settings.rate_limit_headers,
     )
 
 
