@@ -36,6 +36,7 @@ PLAIN_TARGETS = (
     "gateway",
     "gateway-quiet",
     "gateway-keys",
+    "gateway-keys-headless",
     "gateway-redis",
 )
 

@@ -137,6 +137,13 @@ TARGETS: dict[str, Target] = {
         Target("gateway-quiet", "gateway", {"GATEWAY_ACCESS_LOG": "off", "GATEWAY_METRICS": "off"}),
         # A virtual key with rate limits, counted in memory, then on Redis.
         Target("gateway-keys", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key"),
+        # The same, without the x-ratelimit-* headers: what the six headers cost.
+        Target(
+            "gateway-keys-headless",
+            "gateway",
+            {"GATEWAY_CONFIG": KEYS_CONFIG, "GATEWAY_RATE_LIMIT_HEADERS": "off"},
+            key="bench-key",
+        ),
         Target(
             "gateway-redis", "gateway", {"GATEWAY_CONFIG": KEYS_CONFIG}, key="bench-key", redis=True
         ),
