@@ -233,36 +233,66 @@ def rate_limit_headers(window: Window) -> list[tuple[str, str]]:
     spelled per request, the other lines are made once.
     """
     limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset = window
+    if limit_requests is not None and limit_tokens is not None:  # the usual: both
+        return minute_limit_headers(
+            limit_requests,
+            remaining_requests,  # type: ignore[arg-type]  # (set with its limit)
+            limit_tokens,
+            remaining_tokens,  # type: ignore[arg-type]
+            reset,
+        )
+    reset_requests, reset_tokens = _reset_lines(reset)
+    if limit_requests is not None:
+        return [
+            _LIMIT_REQUESTS.get(limit_requests)
+            or _limit_line(_LIMIT_REQUESTS, "x-ratelimit-limit-requests", limit_requests),
+            ("x-ratelimit-remaining-requests", _spelled_count(remaining_requests)),
+            reset_requests,
+        ]
+    if limit_tokens is not None:
+        return [
+            _LIMIT_TOKENS.get(limit_tokens)
+            or _limit_line(_LIMIT_TOKENS, "x-ratelimit-limit-tokens", limit_tokens),
+            ("x-ratelimit-remaining-tokens", _spelled_count(remaining_tokens)),
+            reset_tokens,
+        ]
+    return []
+
+
+def minute_limit_headers(
+    limit_requests: int,
+    remaining_requests: int,
+    limit_tokens: int,
+    remaining_tokens: int,
+    reset: float,
+) -> list[tuple[str, str]]:
+    """``rate_limit_headers`` of a window with both limits, from its figures (no window
+    made): the six lines of every response of the usual key."""
     if 1 <= reset <= WINDOW:
         reset_requests, reset_tokens = _RESETS[ceil(reset)]  # as reset_text() rounds
     else:
-        reset_in = reset_text(reset)
-        reset_requests = ("x-ratelimit-reset-requests", reset_in)
-        reset_tokens = ("x-ratelimit-reset-tokens", reset_in)
-    if limit_requests is not None:
-        requests = [
-            _LIMIT_REQUESTS.get(limit_requests)
-            or _limit_line(_LIMIT_REQUESTS, "x-ratelimit-limit-requests", limit_requests),
-            (
-                "x-ratelimit-remaining-requests",
-                # (set with its limit)
-                str(remaining_requests) if remaining_requests > 0 else "0",  # type: ignore[operator]
-            ),
-            reset_requests,
-        ]
-        if limit_tokens is None:
-            return requests
-    elif limit_tokens is None:
-        return []
-    else:
-        requests = []
-    requests += (
+        reset_requests, reset_tokens = _reset_lines(reset)
+    return [
+        _LIMIT_REQUESTS.get(limit_requests)
+        or _limit_line(_LIMIT_REQUESTS, "x-ratelimit-limit-requests", limit_requests),
+        (
+            "x-ratelimit-remaining-requests",
+            str(remaining_requests) if remaining_requests > 0 else "0",
+        ),
+        reset_requests,
         _LIMIT_TOKENS.get(limit_tokens)
         or _limit_line(_LIMIT_TOKENS, "x-ratelimit-limit-tokens", limit_tokens),
-        (
-            "x-ratelimit-remaining-tokens",
-            str(remaining_tokens) if remaining_tokens > 0 else "0",  # type: ignore[operator]
-        ),
+        ("x-ratelimit-remaining-tokens", str(remaining_tokens) if remaining_tokens > 0 else "0"),
         reset_tokens,
-    )
-    return requests
+    ]
+
+
+def _reset_lines(reset: float) -> tuple[tuple[str, str], tuple[str, str]]:
+    if 1 <= reset <= WINDOW:
+        return _RESETS[ceil(reset)]
+    reset_in = reset_text(reset)
+    return ("x-ratelimit-reset-requests", reset_in), ("x-ratelimit-reset-tokens", reset_in)
+
+
+def _spelled_count(remaining: int | None) -> str:
+    return str(remaining) if remaining is not None and remaining > 0 else "0"
