@@ -82,6 +82,61 @@ class Cache:
         return len(self._entries)
 
 
+class Meter:
+    """The usual scope — requests and tokens per minute, no slots — counted by a memory
+    store: ``take`` admits a request in one step, with the same sliding window as
+    ``MemoryStore.admit_now``, while the store's clock minute is under way and both
+    limits have room; anything else (a new minute, a refusal) is the store's to decide.
+
+    A key's plan holds one (access/control.py), so that the request of the usual key
+    costs no call into the store's general admission, no verdict and no window.
+    """
+
+    __slots__ = (
+        "counts",
+        "remaining_requests",
+        "remaining_tokens",
+        "reset",
+        "rpm",
+        "scopes",
+        "store",
+        "tpm",
+    )
+
+    def __init__(self, store: MemoryStore, scope: Scope) -> None:
+        rpm, tpm, max_parallel = scope.limits
+        assert rpm and tpm and not max_parallel, "a meter counts per-minute limits only"
+        self.rpm, self.tpm = rpm, tpm
+        self.store = store
+        self.scopes = (scope,)
+        self.counts = store.counts(scope.id)
+        # What the last request taken left of each limit, and the seconds until the
+        # oldest counted minute no longer counts: the x-ratelimit-* figures.
+        self.remaining_requests = self.remaining_tokens = 0
+        self.reset = WINDOW
+
+    def take(self, now: float, request_id: str, tokens: int) -> Ticket | None:
+        """The request taken (its ticket), or ``None``: ``admit_now`` must decide."""
+        store = self.store
+        start = store._minute_start
+        counts = self.counts
+        this_minute = store._minute
+        if not start <= now < start + WINDOW or counts.minute != this_minute:
+            return None  # a minute turned: the store moves the counts on
+        into = now - start
+        weight = 1.0 - into / WINDOW
+        requests_left = self.rpm - counts.previous_requests * weight - counts.requests - 1
+        tokens_left = self.tpm - counts.previous_tokens * weight - counts.tokens - tokens
+        if requests_left < 0 or tokens_left < 0:
+            return None  # over a limit: the store says which, and when to come back
+        counts.requests += 1
+        counts.tokens += tokens
+        self.remaining_requests = trunc(requests_left)
+        self.remaining_tokens = trunc(tokens_left)
+        self.reset = WINDOW - into
+        return Ticket(request_id, this_minute, self.scopes, tokens, None)
+
+
 class MemoryStore:
     """Everything in this process (see the module's note on several workers)."""
 
@@ -120,6 +175,13 @@ class MemoryStore:
 
     async def spent(self, key_id: str, period: str) -> float:
         return self._spend.get((key_id, period), 0.0)
+
+    def counts(self, scope_id: str) -> _Minutes:
+        """A scope's counts, kept from its first request on."""
+        counts = self._minutes.get(scope_id)
+        if counts is None:
+            counts = self._minutes[scope_id] = _Minutes()
+        return counts
 
     # ------------------------------------------------------------ requests
 
