@@ -53,12 +53,13 @@ from .limits import (
     Refusal,
     Scope,
     Window,
+    minute_limit_headers,
     rate_limit_headers,
     reserved_tokens,
     reserved_tokens_read,
 )
 from .stores import Budget, Store, StoreUnavailable, Ticket, Verdict
-from .stores.memory import MemoryStore
+from .stores.memory import MemoryStore, Meter
 
 if TYPE_CHECKING:
     from ..core.context import RequestContext
@@ -74,6 +75,10 @@ SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
 # memory starts over: an unbounded dict would be an attacker's to fill.
 MAX_KNOWN_SECRETS = 10_000
 _time = time.time
+
+# A key's plan (``AccessControl._plan``): the record it was made of, its scopes, whether
+# they count tokens, and its meter (the usual key's, else None).
+_Plan = tuple[Key, tuple[Scope, ...], bool, Meter | None]
 
 
 class StoreUnavailableError(GatewayError):
@@ -129,7 +134,7 @@ class AccessControl:
         # A presented secret's SHA-256, for secrets that authenticated: hashed once.
         self._digests: dict[str, str] = {}
         # What admitting a key's requests needs, once per key record (see ``_plan``).
-        self._plans: dict[str, tuple[Key, tuple[Scope, ...], bool]] = {}
+        self._plans: dict[str, _Plan] = {}
         # Budget periods: the one ``now`` is in, while it lasts: (id, start, end).
         self._periods: dict[str, tuple[str, float, float]] = {}
         self.config_keys: dict[str, Key] = {key.secret_sha256: key for key in keys}
@@ -289,13 +294,29 @@ class AccessControl:
             plan = self._plans.get(identity.id)
             if plan is None or plan[0] is not identity:
                 plan = self._plan(identity)
-            _, scopes, tokens_limited = plan
+            _, scopes, tokens_limited, meter = plan
             if identity.models and not self._allowed(identity, ctx.outcome.model, route):
                 raise PermissionDeniedError(
                     f"This API key is not allowed to use the model `{ctx.outcome.model}`.",
                     param="model",
                     code="model_not_allowed",
                 )
+            if meter is not None:  # the usual key: taken in one step, if it can be
+                tokens = (
+                    reserved_tokens(body) if fields is None else reserved_tokens_read(body, fields)
+                )
+                ticket = meter.take(now, ctx.request_id, tokens)
+                if ticket is not None:
+                    ctx.admission = admission = Admission(ticket)
+                    if self.headers:
+                        admission.headers = minute_limit_headers(
+                            meter.rpm,
+                            meter.remaining_requests,
+                            meter.tpm,
+                            meter.remaining_tokens,
+                            meter.reset,
+                        )
+                    return None
             if identity.budget is not None:
                 budget = self._budget(identity, now)
         else:
@@ -345,18 +366,26 @@ class AccessControl:
             self._count_cache(ctx)
         return None
 
-    def _plan(self, key: Key) -> tuple[Key, tuple[Scope, ...], bool]:
+    def _plan(self, key: Key) -> _Plan:
         """What admitting a key's requests needs, worked out once per key record: its
-        limits as a scope (none when the key needs no admission), and whether one of
-        them counts tokens. A record changed in the store, or in the file, is a new
-        object: a remembered plan is only used for the very record it was made of."""
+        limits as a scope (none when the key needs no admission), whether one of them
+        counts tokens, and the usual key's meter. A record changed in the store, or in
+        the file, is a new object: a remembered plan is only used for the record it was
+        made of."""
         scopes: tuple[Scope, ...] = ()
+        meter = None
         if key.limited:
             limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
-            scopes = (Scope("key:" + key.id, limits, f"k:{key.id}"),)
+            scope = Scope("key:" + key.id, limits, f"k:{key.id}")
+            scopes = (scope,)
+            # The usual key — requests and tokens per minute, counted here, nothing else
+            # to check (no slots, budget, model limits or cache) — is metered.
+            usual = key.rpm and key.tpm and not key.max_parallel and key.budget is None
+            if usual and not self.shared and not self.model_scopes and self.cache is None:
+                meter = Meter(self.local, scope)
         if len(self._plans) >= MAX_KNOWN_SECRETS:
             self._plans.clear()
-        plan = self._plans[key.id] = (key, scopes, bool(key.tpm))
+        plan = self._plans[key.id] = (key, scopes, bool(key.tpm), meter)
         return plan
 
     def _budget(self, key: Key, now: float) -> Budget:

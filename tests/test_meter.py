@@ -1,0 +1,111 @@
+"""The usual key's meter (access/stores/memory.py ``Meter``): a request taken in one step
+is taken exactly as the store's general admission would take it — the same counts, the
+same x-ratelimit-* figures — and whatever it cannot decide goes to that admission."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway import Gateway, MockProvider, ModelRegistry, Request
+from gateway.access.cache import CacheSettings
+from gateway.access.control import AccessControl
+from gateway.access.keys import Budget, Key, secret_hash
+from gateway.access.limits import RateLimits, Scope, minute_limit_headers, rate_limit_headers
+from gateway.access.stores.memory import MemoryStore, Meter
+
+START = 1798761600.0  # a minute's start
+
+
+def _counts(store: MemoryStore) -> tuple[float, ...]:
+    c = store._minutes["key:k"]
+    return (c.minute, c.requests, c.tokens, c.previous_requests, c.previous_tokens)
+
+
+def test_a_metered_request_is_taken_as_the_store_would_take_it():
+    scope = Scope("key:k", RateLimits(rpm=5, tpm=300), "k:k")
+    metered, general = MemoryStore(0), MemoryStore(0)
+    meter = Meter(metered, scope)
+    # Into a minute, up to its limits, across into the next (the previous one weighs
+    # less and less), a minute skipped, the last half second of a minute (reset in ms).
+    steps = [(START + t, tokens) for t, tokens in [(0.5, 40), (1, 40), (2, 40), (3, 200)]]
+    steps += [(START + t, 10) for t in (4, 5, 6, 7, 30, 61, 62, 90, 100, 119.5, 300, 301)]
+    taken_by_meter = 0
+    for n, (now, tokens) in enumerate(steps):
+        ticket = meter.take(now, f"r{n}", tokens)
+        expected = general.admit_now(now, f"r{n}", (scope,), tokens, None, None)
+        if ticket is None:  # not the meter's to decide: the store's general admission
+            verdict = metered.admit_now(now, f"r{n}", (scope,), tokens, None, None)
+            assert (verdict.refusal, verdict.window) == (expected.refusal, expected.window)
+            ticket = verdict.ticket if verdict.refusal is None else None
+        else:
+            taken_by_meter += 1
+            assert expected.refusal is None, (n, "the meter took what the store refuses")
+            headers = minute_limit_headers(
+                5, meter.remaining_requests, 300, meter.remaining_tokens, meter.reset
+            )
+            assert headers == rate_limit_headers(expected.window), n
+            assert (ticket.minute, ticket.scopes, ticket.tokens) == (
+                expected.ticket.minute,
+                expected.ticket.scopes,
+                expected.ticket.tokens,
+            )
+        assert _counts(metered) == _counts(general), n
+        if ticket is not None and n % 3 == 0:  # some answers use fewer tokens than reserved
+            metered.settle(ticket, 5, None)
+            general.settle(expected.ticket, 5, None)
+            assert _counts(metered) == _counts(general), n
+    assert taken_by_meter >= 8  # most were the meter's: the comparison covers it
+
+
+def _key(**fields) -> tuple[str, Key]:
+    return "sk-gw-meter", Key(id="k", secret_sha256=secret_hash("sk-gw-meter"), **fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "access_fields", "metered"),
+    [
+        ({"rpm": 10, "tpm": 1000}, {}, True),
+        ({"rpm": 10}, {}, False),  # no token limit: nothing to reserve, the store is cheaper
+        ({"tpm": 1000}, {}, False),
+        ({"rpm": 10, "tpm": 1000, "max_parallel": 2}, {}, False),
+        ({"rpm": 10, "tpm": 1000, "budget": Budget(amount=1.0, period="daily")}, {}, False),
+        ({"rpm": 10, "tpm": 1000}, {"model_limits": {"mock-gpt": RateLimits(rpm=5)}}, False),
+        ({"rpm": 10, "tpm": 1000}, {"cache": CacheSettings(enabled=True)}, False),
+    ],
+)
+def test_only_the_usual_key_is_metered(fields, access_fields, metered):
+    _, record = _key(**fields)
+    access = AccessControl(keys=[record], **access_fields)
+    assert (access._plan(record)[3] is not None) is metered
+
+
+def _registry() -> ModelRegistry:
+    models = ModelRegistry()
+    models.add("mock-gpt", MockProvider())
+    models.add("other", MockProvider())
+    return models
+
+
+def _request(secret: str, model: str = "mock-gpt") -> Request:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 5}
+    headers = {"authorization": f"Bearer {secret}"}
+    return Request("POST", "/v1/chat/completions", "", headers, json.dumps(body).encode())
+
+
+async def test_a_metered_key_is_limited_settled_and_held_to_its_models():
+    secret, record = _key(rpm=3, tpm=10_000, models=["mock-*"])
+    access = AccessControl(keys=[record])
+    async with Gateway(_registry(), access=access) as gateway:
+        answers = [await gateway.handle(_request(secret)) for _ in range(4)]
+        other = await gateway.handle(_request(secret, "other"))
+    assert access._plan(record)[3] is not None
+    assert [a.status for a in answers] == [200, 200, 200, 429]
+    assert [a.header("x-ratelimit-remaining-requests") for a in answers[:3]] == ["2", "1", "0"]
+    assert answers[0].header("x-ratelimit-limit-tokens") == "10000"
+    assert int(answers[3].header("retry-after")) >= 1
+    assert other.status == 403
+    # Settled to the mock's real usage (2 + 8 tokens each), not the reservations.
+    counts = access.local._minutes["key:k"]
+    assert counts.tokens + counts.previous_tokens == pytest.approx(30)
