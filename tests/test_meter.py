@@ -34,6 +34,7 @@ def test_a_metered_request_is_taken_as_the_store_would_take_it():
     taken_by_meter = 0
     for n, (now, tokens) in enumerate(steps):
         ticket = meter.take(now, f"r{n}", tokens)
+        by_meter = ticket is not None
         expected = general.admit_now(now, f"r{n}", (scope,), tokens, None, None)
         if ticket is None:  # not the meter's to decide: the store's general admission
             verdict = metered.admit_now(now, f"r{n}", (scope,), tokens, None, None)
@@ -53,9 +54,22 @@ def test_a_metered_request_is_taken_as_the_store_would_take_it():
             )
         assert _counts(metered) == _counts(general), n
         if ticket is not None and n % 3 == 0:  # some answers use fewer tokens than reserved
-            metered.settle(ticket, 5, None)
+            if by_meter:  # settled by the meter, as the access control does
+                meter.settle(ticket, 5)
+            else:
+                metered.settle(ticket, 5, None)
             general.settle(expected.ticket, 5, None)
             assert _counts(metered) == _counts(general), n
+    later = steps[-1][0] + 30  # settled after the minute turned: the previous minute's
+    for store, take in ((metered, meter.take), (general, None)):
+        if take is not None:
+            ticket = take(later, "late", 100)
+            assert ticket is not None
+        else:
+            ticket = store.admit_now(later, "late", (scope,), 100, None, None).ticket
+        store.admit_now(later + 60, "next", (scope,), 1, None, None)  # the minute turns
+        (meter.settle(ticket, 7) if take is not None else store.settle(ticket, 7, None))
+    assert _counts(metered) == _counts(general)
     assert taken_by_meter >= 8  # most were the meter's: the comparison covers it
 
 

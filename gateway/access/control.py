@@ -108,6 +108,7 @@ class Admission(msgspec.Struct, eq=False, gc=False):
     streamed: bool = False
     content_type: str = ""
     headers: Sequence[tuple[str, str]] = ()  # x-ratelimit-* for the response
+    meter: Meter | None = None  # the usual key's, when it took the request
 
 
 class AccessControl:
@@ -307,7 +308,7 @@ class AccessControl:
                 )
                 ticket = meter.take(now, ctx.request_id, tokens)
                 if ticket is not None:
-                    ctx.admission = admission = Admission(ticket)
+                    ctx.admission = admission = Admission(ticket, meter=meter)
                     if self.headers:
                         admission.headers = minute_limit_headers(
                             meter.rpm,
@@ -490,9 +491,11 @@ class AccessControl:
         ticket = admission.ticket
         if ticket is not None:
             usage = outcome.usage
-            (self.local if ticket.local else self.store).settle(
-                ticket, None if usage is None else usage.total_tokens, outcome.cost
-            )
+            used = None if usage is None else usage.total_tokens
+            if admission.meter is not None:
+                admission.meter.settle(ticket, used)
+            else:
+                (self.local if ticket.local else self.store).settle(ticket, used, outcome.cost)
         if admission.cache_key is not None and admission.may_store and outcome.status == 200:
             entry = None
             capture, content_type = admission.capture, admission.content_type

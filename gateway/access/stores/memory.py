@@ -38,6 +38,24 @@ class _Minutes:
         return self
 
 
+def _correct(counts: _Minutes, minute: int, adjustment: float, refund: bool) -> None:
+    """A settled request's share of a scope's counts, in the minute it was admitted (now
+    the current or the previous one): its tokens corrected by ``adjustment``, its request
+    given back on a refund."""
+    if counts.minute == minute:
+        if adjustment:  # (x if x > 0.0 else 0.0: max(0.0, x) without a call)
+            left = counts.tokens + adjustment
+            counts.tokens = left if left > 0.0 else 0.0
+        if refund:
+            counts.requests = max(0.0, counts.requests - 1)
+    elif counts.minute == minute + 1:
+        if adjustment:
+            left = counts.previous_tokens + adjustment
+            counts.previous_tokens = left if left > 0.0 else 0.0
+        if refund:
+            counts.previous_requests = max(0.0, counts.previous_requests - 1)
+
+
 class Cache:
     """An LRU of answers, bounded in bytes; entries also expire."""
 
@@ -135,6 +153,13 @@ class Meter:
         self.remaining_tokens = trunc(tokens_left)
         self.reset = WINDOW - into
         return Ticket(request_id, this_minute, self.scopes, tokens, None)
+
+    def settle(self, ticket: Ticket, tokens: int | None) -> None:
+        """``MemoryStore.settle`` of a ticket this meter took (no slot, no budget): its
+        reservation corrected to the tokens used."""
+        if ticket.scopes:
+            _correct(self.counts, ticket.minute, (tokens or 0) - ticket.tokens, False)
+            ticket.scopes = ()  # settled once
 
 
 class MemoryStore:
@@ -319,20 +344,10 @@ class MemoryStore:
         for scope in ticket.scopes:
             _, tpm, max_parallel = scope.limits
             adjustment = used - ticket.tokens if tpm else 0
-            counts = self._minutes.get(scope.id) if adjustment or refund else None
-            if counts is not None:  # (x if x > 0.0 else 0.0: max(0.0, x) without a call)
-                if counts.minute == ticket.minute:
-                    if adjustment:
-                        left = counts.tokens + adjustment
-                        counts.tokens = left if left > 0.0 else 0.0
-                    if refund:
-                        counts.requests = max(0.0, counts.requests - 1)
-                elif counts.minute == ticket.minute + 1:
-                    if adjustment:
-                        left = counts.previous_tokens + adjustment
-                        counts.previous_tokens = left if left > 0.0 else 0.0
-                    if refund:
-                        counts.previous_requests = max(0.0, counts.previous_requests - 1)
+            if adjustment or refund:
+                counts = self._minutes.get(scope.id)
+                if counts is not None:
+                    _correct(counts, ticket.minute, adjustment, refund)
             if max_parallel:
                 self._parallel.get(scope.id, {}).pop(ticket.request_id, None)
         budget = ticket.budget
