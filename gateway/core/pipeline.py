@@ -202,20 +202,19 @@ class Pipeline:
         upstream = answer.upstream
         outcome.upstream_request_id = upstream.request_id
         admission = ctx.admission
-        upstream_headers = upstream.headers
         if admission is not None and admission.headers:
             # The gateway's limits, not the upstream's, in one set (a slice: no call).
-            upstream_headers = [h for h in upstream_headers if h[0][:12] != "x-ratelimit-"]
-        response_headers = [*upstream_headers, *answer.headers]
+            response_headers = [h for h in upstream.headers if h[0][:12] != "x-ratelimit-"]
+            response_headers += answer.headers
+            response_headers += admission.headers
+        else:
+            response_headers = [*upstream.headers, *answer.headers]
         if outcome.cache is not None:
             response_headers.append(("x-gateway-cache", outcome.cache))
-        if admission is not None:
-            if admission.headers:
-                response_headers += admission.headers
-            if admission.cache_key is not None and admission.may_store:
-                admission.capture = [] if answer.streamed else [answer.content]
-                admission.streamed = answer.streamed
-                admission.content_type = upstream.content_type
+        if admission is not None and admission.cache_key is not None and admission.may_store:
+            admission.capture = [] if answer.streamed else [answer.content]
+            admission.streamed = answer.streamed
+            admission.content_type = upstream.content_type
         if answer.streamed:
             return self._stream(ctx, endpoint, answer, response_headers, strip_usage)
         content = answer.content
