@@ -76,9 +76,7 @@ SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
 MAX_KNOWN_SECRETS = 10_000
 _time = time.time
 
-# A key's plan (``AccessControl._plan``): the record it was made of, its scopes, whether
-# they count tokens, and its meter (the usual key's, else None).
-_Plan = tuple[Key, tuple[Scope, ...], bool, Meter | None]
+_Plan = tuple[Key, tuple[Scope, ...], bool, Meter | None]  # see AccessControl._plan
 
 
 class StoreUnavailableError(GatewayError):
@@ -96,7 +94,7 @@ class QuotaExceededError(RateLimitError):
 
 class Admission(msgspec.Struct, eq=False, gc=False):
     """What the access control knows of one request between ``admit`` and its end (a
-    Struct, as the store's Ticket: made in C, once per request, in no reference cycle)."""
+    Struct, as the store's Ticket: made in C, in no reference cycle)."""
 
     ticket: Ticket | None = None
     cache_key: str | None = None
@@ -368,11 +366,9 @@ class AccessControl:
         return None
 
     def _plan(self, key: Key) -> _Plan:
-        """What admitting a key's requests needs, worked out once per key record: its
-        limits as a scope (none when the key needs no admission), whether one of them
-        counts tokens, and the usual key's meter. A record changed in the store, or in
-        the file, is a new object: a remembered plan is only used for the record it was
-        made of."""
+        """What admitting a key's requests needs, once per key record (a record changed
+        is a new object): its limits as a scope (none when the key needs no admission),
+        whether one of them counts tokens, and the usual key's meter."""
         scopes: tuple[Scope, ...] = ()
         meter = None
         if key.limited:
