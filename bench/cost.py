@@ -158,8 +158,11 @@ TARGET_RATIOS: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {
 
 # Figures shown beside another's, without a target: the Responses stream translated from
 # a chat stream, and Claude's stream from Bedrock (signed, event-stream framed), beside the
-# chat stream translated from Anthropic's events.
+# chat stream translated from Anthropic's events; a key's limits without the x-ratelimit-*
+# headers (GATEWAY_RATE_LIMIT_HEADERS=off) beside no key.
 BESIDE: dict[tuple[str, str], tuple[str, str]] = {
+    ("chat", "gateway-keys-headless"): ("chat", "gateway"),
+    ("stream", "gateway-keys-headless"): ("stream", "gateway"),
     ("bedrock-stream", "gateway-bedrock"): ("anthropic-stream", "gateway-anthropic"),
     ("responses-translated-stream", "gateway-responses-translated"): (
         "anthropic-stream",
