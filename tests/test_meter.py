@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-from gateway import Gateway, MockProvider, ModelRegistry, Request
+from gateway import Gateway, MockProvider, ModelRegistry, OpenAIProvider, Request
 from gateway.access.cache import CacheSettings
 from gateway.access.control import AccessControl
 from gateway.access.keys import Budget, Key, secret_hash
-from gateway.access.limits import RateLimits, Scope, minute_limit_headers, rate_limit_headers
+from gateway.access.limits import RateLimits, Scope, rate_limit_headers
 from gateway.access.stores.memory import MemoryStore, Meter
+from tests.upstream import UPSTREAM_KEY
 
 START = 1798761600.0  # a minute's start
 
@@ -43,10 +44,7 @@ def test_a_metered_request_is_taken_as_the_store_would_take_it():
         else:
             taken_by_meter += 1
             assert expected.refusal is None, (n, "the meter took what the store refuses")
-            headers = minute_limit_headers(
-                5, meter.remaining_requests, 300, meter.remaining_tokens, meter.reset
-            )
-            assert headers == rate_limit_headers(expected.window), n
+            assert meter.headers() == rate_limit_headers(expected.window), n
             assert (ticket.minute, ticket.scopes, ticket.tokens) == (
                 expected.ticket.minute,
                 expected.ticket.scopes,
@@ -71,6 +69,52 @@ def test_a_metered_request_is_taken_as_the_store_would_take_it():
         (meter.settle(ticket, 7) if take is not None else store.settle(ticket, 7, None))
     assert _counts(metered) == _counts(general)
     assert taken_by_meter >= 8  # most were the meter's: the comparison covers it
+
+
+def test_a_meter_leaves_counts_another_key_left_behind_to_the_store():
+    """The store's clock minute is moved on by any key's request: a key whose counts are
+    still of an older minute is the store's to move on, not the meter's to add to."""
+    scopes = [Scope(f"key:{name}", RateLimits(rpm=100, tpm=10_000), f"k:{name}") for name in "ab"]
+    metered, general = MemoryStore(0), MemoryStore(0)
+    meters = [Meter(metered, scope) for scope in scopes]
+    steps = [(0, 10.0), (1, 11.0), (0, 70.0), (1, 71.0), (1, 72.0), (0, 200.0), (1, 201.0)]
+    for n, (which, at) in enumerate(steps):
+        now = START + at
+        scope = scopes[which]
+        expected = general.admit_now(now, f"r{n}", (scope,), 50, None, None)
+        ticket = meters[which].take(now, f"r{n}", 50)
+        if ticket is None:
+            metered.admit_now(now, f"r{n}", (scope,), 50, None, None)
+        for name in ("key:a", "key:b"):
+            if name in general._minutes:
+                mine, theirs = metered._minutes[name], general._minutes[name]
+                assert (mine.minute, mine.requests, mine.previous_requests) == (
+                    theirs.minute,
+                    theirs.requests,
+                    theirs.previous_requests,
+                ), (n, name)
+        assert expected.refusal is None
+
+
+async def test_a_memory_store_of_its_own_is_asked_for_every_request():
+    """A subclass of the memory store may admit and settle otherwise: no meter passes it by."""
+    calls = []
+
+    class Audited(MemoryStore):
+        async def admit(self, *args, **kwargs):
+            calls.append("admit")
+            return await super().admit(*args, **kwargs)
+
+        def settle(self, *args, **kwargs):
+            calls.append("settle")
+            super().settle(*args, **kwargs)
+
+    secret, record = _key(rpm=10, tpm=10_000)
+    access = AccessControl(Audited(0), keys=[record])
+    async with Gateway(_registry(), access=access) as gateway:
+        statuses = [(await gateway.handle(_request(secret))).status for _ in range(3)]
+    assert statuses == [200] * 3
+    assert calls == ["admit", "settle"] * 3
 
 
 def _key(**fields) -> tuple[str, Key]:
@@ -123,3 +167,22 @@ async def test_a_metered_key_is_limited_settled_and_held_to_its_models():
     # Settled to the mock's real usage (2 + 8 tokens each), not the reservations.
     counts = access.local._minutes["key:k"]
     assert counts.tokens + counts.previous_tokens == pytest.approx(30)
+
+
+@pytest.mark.parametrize("shown", [True, False])
+async def test_a_limited_key_reads_the_gateway_limits_or_none_never_the_upstream(upstream, shown):
+    """The upstream (tests/upstream.py) sends its own x-ratelimit-* lines, as OpenAI does:
+    a limited key's answer carries the gateway's instead — or, headers off, none at all."""
+    secret, record = _key(rpm=7, tpm=10_000)
+    models = ModelRegistry()
+    models.add("gpt-test", OpenAIProvider("up", base_url=upstream.base_url, api_key=UPSTREAM_KEY))
+    access = AccessControl(keys=[record], headers=shown)
+    async with Gateway(models, access=access) as gateway:
+        answer = await gateway.handle(_request(secret, "gpt-test"))
+    assert answer.status == 200
+    lines = [(name, value) for name, value in answer.headers if name.startswith("x-ratelimit-")]
+    if shown:
+        assert dict(lines)["x-ratelimit-limit-requests"] == "7"  # not the upstream's 10000
+        assert len(lines) == 6
+    else:
+        assert lines == []

@@ -53,7 +53,6 @@ from .limits import (
     Refusal,
     Scope,
     Window,
-    minute_limit_headers,
     rate_limit_headers,
     reserved_tokens,
     reserved_tokens_read,
@@ -74,7 +73,6 @@ SYNC_EVERY = 1.0  # seconds between two shares of the deployments' minute counts
 # Secrets whose SHA-256 this worker remembers (only secrets of known keys); past it, the
 # memory starts over: an unbounded dict would be an attacker's to fill.
 MAX_KNOWN_SECRETS = 10_000
-_time = time.time
 
 _Plan = tuple[Key, tuple[Scope, ...], bool, Meter | None]  # see AccessControl._plan
 
@@ -105,7 +103,8 @@ class Admission(msgspec.Struct, eq=False, gc=False):
     capture_limit: int = 0  # bytes: a larger answer is not stored, so not kept either
     streamed: bool = False
     content_type: str = ""
-    headers: Sequence[tuple[str, str]] = ()  # x-ratelimit-* for the response
+    # x-ratelimit-* for the response, in place of an upstream's (None: no limit applied)
+    headers: Sequence[tuple[str, str]] | None = None
     meter: Meter | None = None  # the usual key's, when it took the request
 
 
@@ -287,7 +286,7 @@ class AccessControl:
         it for this very body: a token limit's reservation reads it, not the body again.
         """
         identity = ctx.identity
-        now = _time()
+        now = time.time()
         budget = None
         if isinstance(identity, Key):
             plan = self._plans.get(identity.id)
@@ -306,20 +305,13 @@ class AccessControl:
                 )
                 ticket = meter.take(now, ctx.request_id, tokens)
                 if ticket is not None:
-                    ctx.admission = admission = Admission(ticket, meter=meter)
-                    if self.headers:
-                        admission.headers = minute_limit_headers(
-                            meter.rpm,
-                            meter.remaining_requests,
-                            meter.tpm,
-                            meter.remaining_tokens,
-                            meter.reset,
-                        )
+                    headers = meter.headers() if self.headers else ()
+                    ctx.admission = Admission(ticket, headers=headers, meter=meter)
                     return None
             if identity.budget is not None:
                 budget = self._budget(identity, now)
         else:
-            scopes, tokens_limited = (), False
+            scopes, tokens_limited, meter = (), False, None
         if self.model_scopes:
             model_scope = self.model_scopes.get(route.name)
             if model_scope is not None:
@@ -334,8 +326,9 @@ class AccessControl:
                 ctx.admission = admission
             self._count_cache(ctx)
             return None
-        tokens = 0
-        if tokens_limited:
+        if not tokens_limited:
+            tokens = 0
+        elif meter is None:  # (else the meter's reservation, as it let the request through)
             tokens = reserved_tokens(body) if fields is None else reserved_tokens_read(body, fields)
         admit_now = self._admit_now
         verdict = (
@@ -351,8 +344,8 @@ class AccessControl:
         window = verdict.window
         if refusal is not None:
             self._refuse(refusal, window)
-        if window is not None and self.headers:
-            admission.headers = rate_limit_headers(window)
+        if window is not None:
+            admission.headers = rate_limit_headers(window) if self.headers else ()
         if verdict.cached is not None:
             entry = decode_entry(verdict.cached)
             if entry is not None:
@@ -375,10 +368,12 @@ class AccessControl:
             limits = RateLimits(key.rpm, key.tpm, key.max_parallel)
             scope = Scope("key:" + key.id, limits, f"k:{key.id}")
             scopes = (scope,)
-            # The usual key — requests and tokens per minute, counted here, nothing else
-            # to check (no slots, budget, model limits or cache) — is metered.
+            # The usual key — requests and tokens per minute, counted here (exactly a
+            # MemoryStore), nothing else to check (no slots, budget, model limits or
+            # cache) — is metered.
             usual = key.rpm and key.tpm and not key.max_parallel and key.budget is None
-            if usual and not self.shared and not self.model_scopes and self.cache is None:
+            here = self._admit_now is not None and not self.shared
+            if usual and here and not self.model_scopes and self.cache is None:
                 meter = Meter(self.local, scope)
         if len(self._plans) >= MAX_KNOWN_SECRETS:
             self._plans.clear()

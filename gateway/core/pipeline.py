@@ -202,7 +202,7 @@ class Pipeline:
         upstream = answer.upstream
         outcome.upstream_request_id = upstream.request_id
         admission = ctx.admission
-        if admission is not None and admission.headers:
+        if admission is not None and admission.headers is not None:
             # The gateway's limits, not the upstream's, in one set (a slice: no call).
             response_headers = [h for h in upstream.headers if h[0][:12] != "x-ratelimit-"]
             response_headers += answer.headers

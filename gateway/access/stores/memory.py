@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from math import trunc
 
 from ..keys import Key
-from ..limits import PARALLEL_TTL, WINDOW, Refusal, Scope, Window, retry_after
+from ..limits import (
+    PARALLEL_TTL,
+    WINDOW,
+    Refusal,
+    Scope,
+    Window,
+    minute_limit_headers,
+    retry_after,
+)
 from . import Budget, Ticket, Verdict
 
 
@@ -153,6 +161,12 @@ class Meter:
         self.remaining_tokens = trunc(tokens_left)
         self.reset = WINDOW - into
         return Ticket(request_id, this_minute, self.scopes, tokens, None)
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The x-ratelimit-* lines of the last request taken."""
+        return minute_limit_headers(
+            self.rpm, self.remaining_requests, self.tpm, self.remaining_tokens, self.reset
+        )
 
     def settle(self, ticket: Ticket, tokens: int | None) -> None:
         """``MemoryStore.settle`` of a ticket this meter took (no slot, no budget): its
