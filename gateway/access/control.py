@@ -369,10 +369,10 @@ class AccessControl:
             scope = Scope("key:" + key.id, limits, f"k:{key.id}")
             scopes = (scope,)
             # The usual key — requests and tokens per minute, counted here (exactly a
-            # MemoryStore), nothing else to check (no slots, budget, model limits or
-            # cache) — is metered.
+            # MemoryStore: a subclass admits its own way), nothing else to check (no
+            # slots, budget, model limits or cache) — is metered.
             usual = key.rpm and key.tpm and not key.max_parallel and key.budget is None
-            here = self._admit_now is not None and not self.shared
+            here = type(self.store) is MemoryStore
             if usual and here and not self.model_scopes and self.cache is None:
                 meter = Meter(self.local, scope)
         if len(self._plans) >= MAX_KNOWN_SECRETS:

@@ -16,7 +16,6 @@ cannot pass much more than the limit: each reserves its share up front.
 
 from __future__ import annotations
 
-import math
 from math import ceil
 from typing import NamedTuple, Protocol
 
@@ -205,7 +204,7 @@ def reset_text(seconds: float) -> str:
     """OpenAI's spelling of a reset time: ``60ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
     if seconds < 1:
         return f"{max(0, int(seconds * 1000))}ms"
-    whole = math.ceil(seconds)  # as Retry-After rounds
+    whole = ceil(seconds)  # as Retry-After rounds
     return _SPELLED[whole] if whole <= WINDOW else _spelled(whole)
 
 
